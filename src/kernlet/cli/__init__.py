@@ -1,0 +1,24 @@
+"""The ``kernlet`` command: one console script, one subcommand group per concern."""
+
+from __future__ import annotations
+
+import click
+
+from kernlet import __version__
+
+__all__ = ["main"]
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="kernlet")
+def main() -> None:
+    """kernlet: a compute-node agent that runs users' code in kernel containers."""
+
+
+def _register() -> None:
+    # Each module adds its own group or command to ``main``; imported here, after ``main``
+    # exists, so that ``kernlet --help`` lists them all.
+    from kernlet.cli import agent, halfstack, image, kernel  # noqa: F401
+
+
+_register()

@@ -1,0 +1,198 @@
+"""The one wire codec: every byte format kernlet reads or writes goes through here.
+
+- event log rows and NATS event messages: :func:`encode_event` / :func:`decode_event`
+  (msgpack maps with the stable type name and version; old versions upgraded on read);
+- NATS requests and replies: :func:`pack` / :func:`unpack` (msgpack, size-capped);
+- runtime frames between the agent and the in-container runtime: :func:`frame` and
+  :class:`FrameReader` (4-byte big-endian length, then one msgpack map).
+
+This module imports only the standard library and msgpack, because the in-container runtime
+imports it too.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import struct
+from collections.abc import Callable
+from typing import Any
+
+import msgpack
+
+from kernlet.events import types as t
+
+__all__ = [
+    "EVENT_TYPES",
+    "MAX_FRAME",
+    "MAX_PAYLOAD",
+    "CodecError",
+    "FrameReader",
+    "body_from_payload",
+    "body_to_payload",
+    "decode_event",
+    "encode_event",
+    "event_from_dict",
+    "event_to_dict",
+    "frame",
+    "pack",
+    "unpack",
+]
+
+#: Largest NATS request or reply body kernlet accepts (bytes).
+MAX_PAYLOAD = 1024 * 1024
+#: Largest runtime frame (bytes); output is chunked far below this.
+MAX_FRAME = 16 * 1024 * 1024
+
+_HEADER = struct.Struct(">I")
+
+
+class CodecError(ValueError):
+    """Bytes that are not a valid kernlet message."""
+
+
+EVENT_TYPES: dict[str, type[t.EventBody]] = {
+    cls.TYPE: cls
+    for cls in (
+        t.KernelPreparing,
+        t.KernelPulling,
+        t.KernelCreating,
+        t.ContainerCreated,
+        t.KernelStarted,
+        t.KernelRestarting,
+        t.KernelTerminating,
+        t.KernelTerminated,
+        t.KernelActorRestarted,
+        t.ExecutionStarted,
+        t.ExecutionFinished,
+        t.AgentStarted,
+        t.AgentTerminated,
+        t.AgentError,
+    )
+}
+
+#: (type name, stored version) -> function turning that version's payload into the next one's.
+Upgrader = Callable[[dict[str, Any]], dict[str, Any]]
+UPGRADERS: dict[tuple[str, int], Upgrader] = {}
+
+
+def pack(obj: Any) -> bytes:
+    """msgpack-encode plain data (dicts, lists, str, bytes, numbers, None)."""
+    try:
+        return msgpack.packb(obj, use_bin_type=True)  # type: ignore[no-any-return]
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise CodecError(f"cannot encode: {exc}") from exc
+
+
+def unpack(data: bytes, max_size: int = MAX_PAYLOAD) -> Any:
+    """Decode one msgpack value, refusing oversized or malformed input with CodecError."""
+    if len(data) > max_size:
+        raise CodecError(f"payload of {len(data)} bytes exceeds the limit of {max_size} bytes")
+    try:
+        return msgpack.unpackb(data, raw=False, strict_map_key=True)
+    except Exception as exc:  # msgpack raises several unrelated types for bad bytes
+        raise CodecError(f"malformed msgpack: {exc}") from exc
+
+
+def body_to_payload(body: t.EventBody) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(body):
+        value = getattr(body, f.name)
+        out[f.name] = list(value) if isinstance(value, tuple) else value
+    return out
+
+
+def body_from_payload(type_name: str, version: int, payload: dict[str, Any]) -> t.EventBody:
+    cls = EVENT_TYPES.get(type_name)
+    if cls is None:
+        raise CodecError(f"unknown event type {type_name!r}")
+    while version < cls.VERSION:
+        upgrade = UPGRADERS.get((type_name, version))
+        if upgrade is None:
+            raise CodecError(f"no upgrade for {type_name} v{version}")
+        payload = upgrade(dict(payload))
+        version += 1
+    if version > cls.VERSION:
+        raise CodecError(f"{type_name} v{version} is newer than this agent knows (v{cls.VERSION})")
+    kwargs: dict[str, Any] = {}
+    for f in dataclasses.fields(cls):
+        if f.name in payload:
+            value = payload[f.name]
+            if isinstance(value, list) and "tuple" in str(f.type):
+                value = tuple(value)
+            kwargs[f.name] = value
+    try:
+        return cls(**kwargs)
+    except TypeError as exc:
+        raise CodecError(f"bad payload for {type_name}: {exc}") from exc
+
+
+def event_to_dict(env: t.Envelope) -> dict[str, Any]:
+    """The envelope as plain data: the shape of NATS event messages."""
+    return {
+        "id": env.event_id,
+        "kernel_id": env.kernel_id,
+        "seq": env.seq,
+        "time": env.time,
+        "type": env.type,
+        "version": env.body.VERSION,
+        "payload": body_to_payload(env.body),
+    }
+
+
+def event_from_dict(d: dict[str, Any]) -> t.Envelope:
+    try:
+        body = body_from_payload(str(d["type"]), int(d["version"]), dict(d["payload"]))
+        return t.Envelope(
+            kernel_id=str(d["kernel_id"]),
+            seq=int(d["seq"]),
+            event_id=str(d["id"]),
+            time=float(d["time"]),
+            body=body,
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        if isinstance(exc, CodecError):
+            raise
+        raise CodecError(f"bad event record: {exc!r}") from exc
+
+
+def encode_event(env: t.Envelope) -> bytes:
+    return pack(event_to_dict(env))
+
+
+def decode_event(data: bytes) -> t.Envelope:
+    d = unpack(data, max_size=MAX_FRAME)
+    if not isinstance(d, dict):
+        raise CodecError("an event must be a map")
+    return event_from_dict(d)
+
+
+def frame(msg: dict[str, Any]) -> bytes:
+    """One runtime frame: length prefix and a msgpack map."""
+    body = pack(msg)
+    if len(body) > MAX_FRAME:
+        raise CodecError(f"frame of {len(body)} bytes exceeds {MAX_FRAME}")
+    return _HEADER.pack(len(body)) + body
+
+
+class FrameReader:
+    """Incremental decoder of runtime frames: feed bytes, get complete messages."""
+
+    def __init__(self) -> None:
+        self._buf = bytearray()
+
+    def feed(self, data: bytes) -> list[dict[str, Any]]:
+        self._buf += data
+        out: list[dict[str, Any]] = []
+        while len(self._buf) >= _HEADER.size:
+            (size,) = _HEADER.unpack_from(self._buf)
+            if size > MAX_FRAME:
+                raise CodecError(f"frame of {size} bytes exceeds {MAX_FRAME}")
+            end = _HEADER.size + size
+            if len(self._buf) < end:
+                break
+            msg = unpack(bytes(self._buf[_HEADER.size : end]), max_size=MAX_FRAME)
+            del self._buf[:end]
+            if not isinstance(msg, dict):
+                raise CodecError("a frame must hold a map")
+            out.append(msg)
+        return out

@@ -1,0 +1,210 @@
+"""The kernel lifecycle state machine, expressed once, as data.
+
+::
+
+                 kernel_preparing
+      (none) ─────────────────────► PREPARING ──kernel_pulling──► PULLING
+                                        │                            │
+                                        │ kernel_creating            │ kernel_creating
+                                        ▼                            │
+                         ┌──────────► CREATING ◄─────────────────────┘
+                         │              │  ▲ container_created (stays)
+          kernel_creating│              │ kernel_started
+                         │              ▼
+                    RESTARTING ◄──── RUNNING ◄─┐ execution_*, kernel_actor_restarted
+                         kernel_restarting │   │ (stay in RUNNING)
+                                           └───┘
+      any live state ──kernel_terminating──► TERMINATING
+      any live state ──kernel_terminated───► TERMINATED (final: reason, exit code)
+
+The transition table maps (state, event type) to the next state. :func:`apply` is pure: it
+folds one envelope into a :class:`KernelState` and raises :class:`IllegalTransition` for a pair
+the table does not hold. Replay is ``functools.reduce(apply, events, None)``. No other module
+compares lifecycle states; they ask the helpers here (:func:`is_live`, :func:`accepts`...).
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterable
+from dataclasses import dataclass, field, replace
+from functools import reduce
+from typing import Any
+
+from kernlet.events.types import (
+    ContainerCreated,
+    Envelope,
+    ExecutionFinished,
+    ExecutionStarted,
+    KernelActorRestarted,
+    KernelCreating,
+    KernelPreparing,
+    KernelPulling,
+    KernelRestarting,
+    KernelStarted,
+    KernelTerminated,
+    KernelTerminating,
+)
+
+__all__ = [
+    "TRANSITIONS",
+    "IllegalTransition",
+    "KernelState",
+    "State",
+    "accepts",
+    "apply",
+    "can_execute",
+    "is_live",
+    "replay",
+]
+
+
+class State(enum.StrEnum):
+    """Lifecycle states of a kernel."""
+
+    PREPARING = "preparing"
+    PULLING = "pulling"
+    CREATING = "creating"
+    RUNNING = "running"
+    RESTARTING = "restarting"
+    TERMINATING = "terminating"
+    TERMINATED = "terminated"
+
+
+_LIVE = (
+    State.PREPARING,
+    State.PULLING,
+    State.CREATING,
+    State.RUNNING,
+    State.RESTARTING,
+    State.TERMINATING,
+)
+
+
+def _build_table() -> dict[tuple[State | None, str], State]:
+    table: dict[tuple[State | None, str], State] = {
+        (None, KernelPreparing.TYPE): State.PREPARING,
+        (State.PREPARING, KernelPulling.TYPE): State.PULLING,
+        (State.PREPARING, KernelCreating.TYPE): State.CREATING,
+        (State.PULLING, KernelCreating.TYPE): State.CREATING,
+        (State.RESTARTING, KernelCreating.TYPE): State.CREATING,
+        (State.CREATING, ContainerCreated.TYPE): State.CREATING,
+        (State.CREATING, KernelStarted.TYPE): State.RUNNING,
+        (State.RUNNING, KernelRestarting.TYPE): State.RESTARTING,
+        (State.RUNNING, ExecutionStarted.TYPE): State.RUNNING,
+        (State.RUNNING, ExecutionFinished.TYPE): State.RUNNING,
+        # a run may end while the kernel is already being torn down
+        (State.TERMINATING, ExecutionFinished.TYPE): State.TERMINATING,
+        (State.RESTARTING, ExecutionFinished.TYPE): State.RESTARTING,
+    }
+    for state in _LIVE:
+        table[(state, KernelActorRestarted.TYPE)] = state
+        table[(state, KernelTerminated.TYPE)] = State.TERMINATED
+        if state is not State.TERMINATING:
+            table[(state, KernelTerminating.TYPE)] = State.TERMINATING
+    return table
+
+
+#: (state before, event type) -> state after. ``None`` is "no such kernel yet".
+TRANSITIONS: dict[tuple[State | None, str], State] = _build_table()
+
+
+class IllegalTransition(Exception):  # noqa: N818 - the name says what happened, as in the design
+    """An event that the transition table does not allow from the kernel's current state."""
+
+    def __init__(self, kernel_id: str, state: State | None, event_type: str) -> None:
+        self.kernel_id = kernel_id
+        self.state = state
+        self.event_type = event_type
+        where = state.value if state is not None else "(no kernel)"
+        super().__init__(f"kernel {kernel_id}: {event_type} is not allowed in state {where}")
+
+
+@dataclass(frozen=True, slots=True)
+class KernelState:
+    """Everything the log says about one kernel, folded from its stream."""
+
+    kernel_id: str
+    state: State
+    seq: int
+    session_id: str = ""
+    image: str = ""
+    config: dict[str, Any] = field(default_factory=dict)
+    slots: dict[str, str] = field(default_factory=dict)
+    cpuset: tuple[int, ...] = ()
+    ports: tuple[int, ...] = ()
+    scratch_dir: str = ""
+    container_id: str = ""
+    info: dict[str, Any] = field(default_factory=dict)
+    #: run id of the code running now ("" when idle)
+    current_run: str = ""
+    executions: int = 0
+    actor_restarts: int = 0
+    created_at: float = 0.0
+    updated_at: float = 0.0
+    reason: str = ""
+    exit_code: int | None = None
+
+
+def accepts(state: KernelState | None, event_type: str) -> bool:
+    """Whether the table allows ``event_type`` from this kernel's current state."""
+    return (state.state if state is not None else None, event_type) in TRANSITIONS
+
+
+def is_live(state: KernelState | None) -> bool:
+    """A kernel that exists and has not terminated."""
+    return state is not None and state.state is not State.TERMINATED
+
+
+def can_execute(state: KernelState | None) -> bool:
+    """A kernel whose runtime can take code now."""
+    return state is not None and state.state is State.RUNNING
+
+
+def apply(state: KernelState | None, env: Envelope) -> KernelState:
+    """Fold one event into a kernel's state. Pure; raises IllegalTransition."""
+    before = state.state if state is not None else None
+    after = TRANSITIONS.get((before, env.type))
+    if after is None:
+        raise IllegalTransition(env.kernel_id, before, env.type)
+    if state is None:
+        state = KernelState(kernel_id=env.kernel_id, state=after, seq=0, created_at=env.time)
+    expected = state.seq + 1
+    if env.seq != expected:
+        raise IllegalTransition(env.kernel_id, before, f"{env.type}#seq{env.seq}!={expected}")
+    changes: dict[str, Any] = {"state": after, "seq": env.seq, "updated_at": env.time}
+    body = env.body
+    match body:
+        case KernelPreparing():
+            changes.update(session_id=body.session_id, image=body.image, config=body.config)
+        case KernelCreating():
+            changes.update(
+                slots=body.slots,
+                cpuset=body.cpuset,
+                ports=body.ports,
+                scratch_dir=body.scratch_dir,
+                container_id="",
+            )
+        case ContainerCreated():
+            changes.update(container_id=body.container_id)
+        case KernelStarted():
+            changes.update(container_id=body.container_id, info=body.info)
+        case ExecutionStarted():
+            changes.update(current_run=body.run_id, executions=state.executions + 1)
+        case ExecutionFinished():
+            if state.current_run == body.run_id:
+                changes.update(current_run="")
+        case KernelActorRestarted():
+            changes.update(actor_restarts=state.actor_restarts + 1)
+        case KernelTerminating():
+            changes.update(reason=body.reason)
+        case KernelTerminated():
+            changes.update(reason=body.reason, exit_code=body.exit_code, current_run="")
+        case _:
+            pass
+    return replace(state, **changes)
+
+
+def replay(events: Iterable[Envelope]) -> KernelState | None:
+    """Fold a kernel's whole stream, in order, into its state."""
+    return reduce(apply, events, None)

@@ -1,0 +1,205 @@
+"""Event types: frozen, slotted dataclasses with a stable type name and a version.
+
+Every event that kernlet writes to its log or pushes to the manager is one of these bodies,
+wrapped in an :class:`Envelope` that carries the kernel id, the per-kernel sequence number, a
+unique event id and the UTC time. Type names are part of the wire and log format: never rename
+one; add a new version and an upgrader in :mod:`kernlet.events.codec` instead.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+__all__ = [
+    "AGENT_STREAM",
+    "AgentError",
+    "AgentStarted",
+    "AgentTerminated",
+    "ContainerCreated",
+    "Envelope",
+    "EventBody",
+    "ExecutionFinished",
+    "ExecutionStarted",
+    "KernelActorRestarted",
+    "KernelCreating",
+    "KernelPreparing",
+    "KernelPulling",
+    "KernelRestarting",
+    "KernelStarted",
+    "KernelTerminated",
+    "KernelTerminating",
+    "new_envelope",
+]
+
+#: Stream id used for agent-wide events (agent_started, agent_error...) in the log.
+AGENT_STREAM = "_agent"
+
+
+@dataclass(frozen=True, slots=True)
+class EventBody:
+    """Base of every event payload. Subclasses set TYPE and VERSION."""
+
+    TYPE: ClassVar[str] = ""
+    VERSION: ClassVar[int] = 1
+
+
+@dataclass(frozen=True, slots=True)
+class KernelPreparing(EventBody):
+    """The agent accepted a create request; nothing is allocated yet."""
+
+    TYPE: ClassVar[str] = "kernel_preparing"
+    session_id: str
+    image: str
+    #: the validated creation config (resource request, environ, bootstrap...), as plain data
+    config: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class KernelPulling(EventBody):
+    """The image is missing locally and is being pulled."""
+
+    TYPE: ClassVar[str] = "kernel_pulling"
+    image: str
+
+
+@dataclass(frozen=True, slots=True)
+class KernelCreating(EventBody):
+    """Resources are allocated and the scratch dir exists; the container is about to be made."""
+
+    TYPE: ClassVar[str] = "kernel_creating"
+    #: slot name -> amount as a string (e.g. {"cpu": "1", "mem": "268435456"})
+    slots: dict[str, str] = field(default_factory=dict)
+    #: host cores pinned to this kernel (CpusetCpus)
+    cpuset: tuple[int, ...] = ()
+    #: host ports reserved for the kernel's service ports
+    ports: tuple[int, ...] = ()
+    scratch_dir: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ContainerCreated(EventBody):
+    """The container exists (created, not yet started). Logged before it is started."""
+
+    TYPE: ClassVar[str] = "container_created"
+    container_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class KernelStarted(EventBody):
+    """The container runs and its runtime answered: the kernel can run code."""
+
+    TYPE: ClassVar[str] = "kernel_started"
+    container_id: str
+    #: the creation result reported to the manager (host, service ports, resource spec...)
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class KernelRestarting(EventBody):
+    """The kernel is being recreated with the same allocation and scratch dir."""
+
+    TYPE: ClassVar[str] = "kernel_restarting"
+    reason: str = "restarting"
+
+
+@dataclass(frozen=True, slots=True)
+class KernelTerminating(EventBody):
+    """The kernel is being stopped and cleaned up."""
+
+    TYPE: ClassVar[str] = "kernel_terminating"
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class KernelTerminated(EventBody):
+    """The kernel is gone and everything it held is released (final)."""
+
+    TYPE: ClassVar[str] = "kernel_terminated"
+    reason: str
+    exit_code: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class KernelActorRestarted(EventBody):
+    """The kernel's actor crashed and was restarted from the kernel's event stream."""
+
+    TYPE: ClassVar[str] = "kernel_actor_restarted"
+    error: str
+
+
+@dataclass(frozen=True, slots=True)
+class ExecutionStarted(EventBody):
+    """A run of user code began in the kernel."""
+
+    TYPE: ClassVar[str] = "execution_started"
+    run_id: str
+    mode: str
+
+
+@dataclass(frozen=True, slots=True)
+class ExecutionFinished(EventBody):
+    """A run of user code ended (status: finished, exec-timeout, cancelled...)."""
+
+    TYPE: ClassVar[str] = "execution_finished"
+    run_id: str
+    status: str
+    exit_code: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AgentStarted(EventBody):
+    """The agent process came up (reason: e.g. self-started, restarted-after-crash)."""
+
+    TYPE: ClassVar[str] = "agent_started"
+    reason: str
+    agent_id: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class AgentTerminated(EventBody):
+    """The agent is shutting down; its kernels keep running."""
+
+    TYPE: ClassVar[str] = "agent_terminated"
+    reason: str
+    agent_id: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class AgentError(EventBody):
+    """An unexpected failure inside the agent (the agent kept running)."""
+
+    TYPE: ClassVar[str] = "agent_error"
+    message: str
+    traceback: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Envelope:
+    """One event as stored and sent: who, which position in its stream, when, what."""
+
+    kernel_id: str
+    #: position in the kernel's stream, from 1, without gaps
+    seq: int
+    #: unique id (hex uuid4); consumers drop duplicates by it
+    event_id: str
+    #: UTC time as seconds since the epoch
+    time: float
+    body: EventBody
+
+    @property
+    def type(self) -> str:
+        return self.body.TYPE
+
+
+def new_envelope(kernel_id: str, seq: int, body: EventBody, now: float | None = None) -> Envelope:
+    """Wrap a body in an envelope with a fresh event id and the current UTC time."""
+    return Envelope(
+        kernel_id=kernel_id,
+        seq=seq,
+        event_id=uuid.uuid4().hex,
+        time=time.time() if now is None else now,
+        body=body,
+    )
