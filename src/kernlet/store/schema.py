@@ -1,0 +1,192 @@
+"""The SQLite schema of the event log (version 1), and how a connection is set up.
+
+::
+
+    meta     (key TEXT PK, value TEXT)               schema_version = "1"
+    events   (kernel_id, seq) PK                     one row per event: the Record, plus
+             event_id UNIQUE, type, version, time,   delivered (the outbox flag) and
+             payload BLOB, delivered, position       position (global append order)
+             index on position WHERE delivered = 0   (the outbox scan)
+    streams  (stream_id PK, last_seq, state, live,   one row per stream, updated in the
+             updated_at)                             transaction that appends to it
+             index on stream_id WHERE live = 1       (start-up reads only live kernels)
+
+``streams`` lets start-up read only the streams of live kernels; ``SUM(last_seq)`` is the
+number of events, since every stream is gap-free from 1.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import Any
+
+from sqlalchemy import (
+    Boolean,
+    Column,
+    Connection,
+    Engine,
+    Float,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    Table,
+    Text,
+    event,
+    inspect,
+    select,
+    text,
+)
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+
+from kernlet.events.lifecycle import is_live
+from kernlet.store.batch import StreamHead
+from kernlet.store.errors import DuplicateEvent, SchemaTooNew, SequenceConflict, StoreError
+from kernlet.store.records import Record
+
+__all__ = [
+    "BEGIN_OPTION",
+    "RECORD_COLUMNS",
+    "SCHEMA_VERSION",
+    "as_row",
+    "configure",
+    "events",
+    "meta",
+    "metadata",
+    "prepare",
+    "stream_row",
+    "streams",
+    "translated",
+]
+
+#: Bump with a migration in :func:`prepare` whenever a table changes.
+SCHEMA_VERSION = 1
+#: Execution option naming the statement that begins a transaction (None: no transaction).
+BEGIN_OPTION = "kernlet_begin"
+
+metadata = MetaData()
+
+meta = Table(
+    "meta",
+    metadata,
+    Column("key", Text, primary_key=True),
+    Column("value", Text, nullable=False),
+)
+
+events = Table(
+    "events",
+    metadata,
+    Column("kernel_id", Text, primary_key=True),
+    Column("seq", Integer, primary_key=True, autoincrement=False),
+    Column("event_id", Text, nullable=False, unique=True),
+    Column("type", Text, nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("time", Float, nullable=False),
+    Column("payload", LargeBinary, nullable=False),
+    Column("delivered", Boolean, nullable=False, default=False),
+    Column("position", Integer, nullable=False, unique=True),
+    Index("ix_events_undelivered", "position", sqlite_where=text("delivered = 0")),
+)
+
+streams = Table(
+    "streams",
+    metadata,
+    Column("stream_id", Text, primary_key=True),
+    Column("last_seq", Integer, nullable=False),
+    #: lifecycle state name, for people and the watcher; NULL for the agent stream
+    Column("state", Text, nullable=True),
+    Column("live", Boolean, nullable=False),
+    Column("updated_at", Float, nullable=False),
+    Index("ix_streams_live", "stream_id", sqlite_where=text("live = 1")),
+)
+
+#: the columns of a Record, in its field order
+RECORD_COLUMNS = (
+    events.c.kernel_id,
+    events.c.seq,
+    events.c.event_id,
+    events.c.type,
+    events.c.version,
+    events.c.time,
+    events.c.payload,
+)
+
+
+def configure(engine: Engine, busy_timeout_ms: int) -> None:
+    """Set every new connection up: WAL, synchronous=FULL, busy timeout, explicit BEGIN.
+
+    pysqlite's own transaction handling is turned off (it would break SAVEPOINT); SQLAlchemy's
+    "begin" emits the statement named by the connection's BEGIN_OPTION execution option.
+    """
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        dbapi_conn.isolation_level = None
+        cursor = dbapi_conn.cursor()
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            mode = cursor.fetchone()[0]
+            if str(mode).lower() != "wal":
+                raise StoreError(f"SQLite refused WAL journal mode (got {mode!r})")
+            cursor.execute("PRAGMA synchronous=FULL")
+            cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
+        finally:
+            cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        statement = conn.get_execution_options().get(BEGIN_OPTION, "BEGIN")
+        if statement:
+            conn.exec_driver_sql(statement)
+
+
+def prepare(conn: Connection, path: str) -> int:
+    """Create the schema in a new database or check the one there; the next free position.
+
+    Raises SchemaTooNew (and changes nothing) for a database of a newer schema.
+    """
+    fresh = not inspect(conn).has_table("meta")
+    if not fresh:
+        found = conn.execute(select(meta.c.value).where(meta.c.key == "schema_version"))
+        version = int(found.scalar_one_or_none() or 0)
+        if version > SCHEMA_VERSION:
+            raise SchemaTooNew(path, version, SCHEMA_VERSION)
+        if version < SCHEMA_VERSION:
+            raise StoreError(f"{path}: no migration from event log schema version {version}")
+    metadata.create_all(conn)  # checks first: on an existing database, restores a lost index
+    if fresh:
+        conn.execute(meta.insert().values(key="schema_version", value=str(SCHEMA_VERSION)))
+    last = conn.execute(select(events.c.position).order_by(events.c.position.desc()).limit(1))
+    return int(last.scalar_one_or_none() or 0) + 1
+
+
+@contextlib.contextmanager
+def translated(rec: Record | None = None) -> Iterator[None]:
+    """Turn SQLAlchemy errors into the log's own, raised from the original. The one place."""
+    try:
+        yield
+    except IntegrityError as exc:
+        if rec is None:
+            raise StoreError(f"the database refused a write: {exc.orig}") from exc
+        if "event_id" in str(exc.orig):
+            raise DuplicateEvent(rec.event_id, str(exc.orig)) from exc
+        raise SequenceConflict(rec.kernel_id, rec.seq, None, str(exc.orig)) from exc
+    except SQLAlchemyError as exc:
+        raise StoreError(f"event log database error: {exc}") from exc
+
+
+def as_row(rec: Record) -> dict[str, Any]:
+    """A Record as a row of ``events`` (without delivered and position)."""
+    return {c.name: getattr(rec, c.name) for c in RECORD_COLUMNS}
+
+
+def stream_row(stream_id: str, head: StreamHead) -> dict[str, Any]:
+    """A stream's head as a row of ``streams``."""
+    return {
+        "stream_id": stream_id,
+        "last_seq": head.last_seq,
+        "state": head.state.state.value if head.state is not None else None,
+        "live": is_live(head.state),
+        "updated_at": head.updated_at,
+    }

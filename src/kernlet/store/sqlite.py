@@ -1,0 +1,293 @@
+"""The event log in a SQLite file: SQLAlchemy 2 Core on aiosqlite.
+
+Durability: every connection runs in WAL mode with ``synchronous=FULL``, so a transaction is
+on disk (fsynced) when its COMMIT returns. Appends go through one writer task and one
+connection (see :mod:`kernlet.store.batch`): every request waiting when a transaction starts
+joins it, so N concurrent appends cost one fsync. Readers use other pooled connections and
+see the last committed state (WAL lets them run beside the writer).
+
+A batch is first written in one go inside a SAVEPOINT. Should the database still refuse it
+(an event id already in the log, or a file changed behind this object's back), that savepoint
+is rolled back and the batch is written again one request at a time, each in its own
+savepoint, so only the offending requests fail, with errors raised from the SQLAlchemy error.
+
+One SQLiteEventLog per file: the writer caches the head of every stream it wrote to.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import AsyncIterator, Iterable, Sequence
+from typing import Any
+
+from sqlalchemy import URL, false, func, select, update
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+from kernlet.events.lifecycle import IllegalTransition, KernelState, is_live, replay
+from kernlet.events.types import AGENT_STREAM, Envelope
+from kernlet.store.batch import (
+    Append,
+    GroupCommitter,
+    MarkDelivered,
+    Request,
+    Staging,
+    StreamHead,
+    stage_all,
+)
+from kernlet.store.errors import AppendConflict, SequenceConflict, StoreClosed
+from kernlet.store.interface import fold
+from kernlet.store.records import Record, to_envelope, to_record
+from kernlet.store.schema import (
+    BEGIN_OPTION,
+    RECORD_COLUMNS,
+    as_row,
+    configure,
+    events,
+    prepare,
+    stream_row,
+    streams,
+    translated,
+)
+
+__all__ = ["SQLiteEventLog"]
+
+_MARK_CHUNK = 500
+
+
+class SQLiteEventLog:
+    """An :class:`~kernlet.store.interface.EventLog` in a SQLite file (created if missing)."""
+
+    def __init__(
+        self, path: str | os.PathLike[str], *, busy_timeout_ms: int = 5000, max_batch: int = 1024
+    ) -> None:
+        self.path = os.fspath(path)
+        self._busy_timeout_ms = busy_timeout_ms
+        self._engine: AsyncEngine | None = None
+        self._wconn: AsyncConnection | None = None
+        self._writer = GroupCommitter(self._commit, max_batch)
+        #: the writer's cache of stream heads (committed); terminated kernels are dropped
+        self._heads: dict[str, StreamHead] = {}
+        self._next_position = 1
+
+    @property
+    def commits(self) -> int:
+        return self._writer.commits
+
+    async def open(self) -> None:
+        if self._engine is not None:
+            return
+        engine = create_async_engine(URL.create("sqlite+aiosqlite", database=self.path))
+        configure(engine.sync_engine, self._busy_timeout_ms)
+        conn: AsyncConnection | None = None
+        try:
+            with translated():
+                conn = await engine.connect()
+                conn = await conn.execution_options(**{BEGIN_OPTION: "BEGIN IMMEDIATE"})
+                async with conn.begin():
+                    self._next_position = await conn.run_sync(prepare, self.path)
+        except BaseException:
+            if conn is not None:
+                await conn.close()
+            await engine.dispose()
+            raise
+        self._engine, self._wconn, self._heads = engine, conn, {}
+        self._writer.start()
+
+    async def close(self) -> None:
+        if self._engine is None:
+            return
+        engine, wconn = self._engine, self._wconn
+        try:
+            await self._writer.stop()
+        finally:
+            self._engine = self._wconn = None
+            with translated():
+                if wconn is not None:
+                    await wconn.close()
+                await engine.dispose()
+
+    async def append(self, envs: Sequence[Envelope]) -> None:
+        self._check_open()
+        if envs:
+            await self._writer.submit(Append(tuple(envs), [to_record(env) for env in envs]))
+
+    async def mark_delivered(self, event_ids: Iterable[str]) -> None:
+        self._check_open()
+        ids = tuple(event_ids)
+        if ids:
+            await self._writer.submit(MarkDelivered(ids))
+
+    async def read_stream(self, kernel_id: str, after_seq: int = 0) -> list[Envelope]:
+        query = (
+            select(*RECORD_COLUMNS)
+            .where(events.c.kernel_id == kernel_id, events.c.seq > after_seq)
+            .order_by(events.c.seq)
+        )
+        return await self._envelopes(query)
+
+    async def kernel_ids(self) -> list[str]:
+        query = select(streams.c.stream_id).where(streams.c.stream_id != AGENT_STREAM)
+        async with self._reading() as conn:
+            return list((await conn.scalars(query.order_by(streams.c.stream_id))).all())
+
+    async def live_kernels(self) -> dict[str, KernelState]:
+        live = select(streams.c.stream_id).where(streams.c.live)
+        query = (
+            select(*RECORD_COLUMNS)
+            .where(events.c.kernel_id.in_(live))  # planned as: live streams, then their events
+            .order_by(events.c.kernel_id, events.c.seq)
+        )
+        states = fold(await self._envelopes(query))
+        return {k: state for k, state in states.items() if is_live(state)}
+
+    async def last_seq(self, kernel_id: str) -> int:
+        query = select(streams.c.last_seq).where(streams.c.stream_id == kernel_id)
+        async with self._reading() as conn:
+            return int((await conn.scalar(query)) or 0)
+
+    async def undelivered(self, limit: int = 1000) -> list[Envelope]:
+        query = (
+            select(*RECORD_COLUMNS)
+            .where(events.c.delivered == false())
+            .order_by(events.c.position)
+            .limit(limit)
+        )
+        return await self._envelopes(query)
+
+    async def count(self) -> int:
+        async with self._reading() as conn:
+            return int((await conn.scalar(select(func.sum(streams.c.last_seq)))) or 0)
+
+    async def size_bytes(self) -> int:
+        """Bytes of the database's pages (those still only in the WAL included)."""
+        async with self._reading() as conn:
+            pages = await conn.exec_driver_sql("PRAGMA page_count")
+            page_size = await conn.exec_driver_sql("PRAGMA page_size")
+            return int(pages.scalar_one()) * int(page_size.scalar_one())
+
+    async def undelivered_count(self) -> int:
+        query = select(func.count()).select_from(events).where(events.c.delivered == false())
+        async with self._reading() as conn:
+            return int((await conn.scalar(query)) or 0)
+
+    # -- reading --------------------------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self._engine is None or not self._writer.running:
+            raise StoreClosed(f"the event log {self.path} is not open")
+
+    @contextlib.asynccontextmanager
+    async def _reading(self) -> AsyncIterator[AsyncConnection]:
+        """A pooled connection in autocommit mode: each query sees the last commit."""
+        self._check_open()
+        assert self._engine is not None
+        with translated():
+            async with self._engine.connect() as conn:
+                yield await conn.execution_options(**{BEGIN_OPTION: None})
+
+    async def _envelopes(self, query: Any) -> list[Envelope]:
+        async with self._reading() as conn:
+            rows = (await conn.execute(query)).all()
+        return [to_envelope(Record(*row)) for row in rows]
+
+    # -- writing (only ever on the writer task) -------------------------------------------
+
+    async def _commit(self, reqs: list[Request]) -> list[BaseException | None]:
+        conn = self._wconn
+        assert conn is not None
+        stale: set[str] = set()
+        with translated():
+            async with conn.begin():
+                await self._load_heads(conn, reqs)
+                try:
+                    async with conn.begin_nested():
+                        staging, outcomes = stage_all(self._heads, reqs)
+                        await self._write(conn, staging.records, staging.heads, _marks(reqs))
+                except IntegrityError:
+                    staging, outcomes = await self._write_one_by_one(conn, reqs, stale)
+        self._heads.update(staging.heads)
+        for stream_id, head in staging.heads.items():
+            if head.state is not None and not is_live(head.state):
+                stale.add(stream_id)  # final: no append can follow, so no need to keep it
+        for stream_id in stale:
+            self._heads.pop(stream_id, None)
+        return outcomes
+
+    async def _write_one_by_one(
+        self, conn: AsyncConnection, reqs: list[Request], stale: set[str]
+    ) -> tuple[Staging, list[BaseException | None]]:
+        """The slow path: each request in its own savepoint, row by row, to find the culprit."""
+        staging = Staging(self._heads)
+        outcomes: list[BaseException | None] = []
+        for req in reqs:
+            outcome: BaseException | None = None
+            try:
+                async with conn.begin_nested():
+                    if isinstance(req, MarkDelivered):
+                        await self._write(conn, [], {}, req.event_ids)
+                    else:
+                        heads = staging.check(req)
+                        for rec in req.records:
+                            with translated(rec):
+                                await self._write(conn, [rec], {}, ())
+                        await self._write(conn, [], heads, ())
+                        staging.add(req, heads)
+            except (AppendConflict, IllegalTransition) as exc:
+                outcome = exc
+                if isinstance(exc, SequenceConflict) and isinstance(exc.__cause__, IntegrityError):
+                    stale.add(exc.kernel_id)  # the database knows better than the cache
+            outcomes.append(outcome)
+        return staging, outcomes
+
+    async def _write(
+        self,
+        conn: AsyncConnection,
+        records: Sequence[Record],
+        heads: dict[str, StreamHead],
+        marks: Sequence[str],
+    ) -> None:
+        if records:
+            rows = []
+            for rec in records:
+                rows.append({**as_row(rec), "delivered": False, "position": self._next_position})
+                self._next_position += 1
+            await conn.execute(events.insert(), rows)
+        if heads:
+            upsert = sqlite_insert(streams)
+            upsert = upsert.on_conflict_do_update(
+                index_elements=[streams.c.stream_id],
+                set_={c: upsert.excluded[c] for c in ("last_seq", "state", "live", "updated_at")},
+            )
+            rows = [stream_row(k, head) for k, head in heads.items()]
+            await conn.execute(upsert, rows)
+        for start in range(0, len(marks), _MARK_CHUNK):
+            chunk = marks[start : start + _MARK_CHUNK]
+            mark = update(events).where(events.c.event_id.in_(chunk)).values(delivered=True)
+            await conn.execute(mark)
+
+    async def _load_heads(self, conn: AsyncConnection, reqs: list[Request]) -> None:
+        """Read the heads of the streams the batch touches that the cache does not hold."""
+        wanted = {env.kernel_id for req in reqs if isinstance(req, Append) for env in req.envs}
+        missing = sorted(wanted - self._heads.keys())
+        if not missing:
+            return
+        query = select(streams).where(streams.c.stream_id.in_(missing))
+        found = {row.stream_id: row for row in await conn.execute(query)}
+        for stream_id in missing:
+            row = found.get(stream_id)
+            if row is None:
+                self._heads[stream_id] = StreamHead()
+                continue
+            state = None
+            if stream_id != AGENT_STREAM:
+                stream = select(*RECORD_COLUMNS).where(events.c.kernel_id == stream_id)
+                rows = await conn.execute(stream.order_by(events.c.seq))
+                state = replay(to_envelope(Record(*r)) for r in rows)
+            self._heads[stream_id] = StreamHead(row.last_seq, state, row.updated_at)
+
+
+def _marks(reqs: Sequence[Request]) -> list[str]:
+    return [i for req in reqs if isinstance(req, MarkDelivered) for i in req.event_ids]
