@@ -18,7 +18,10 @@ def main() -> None:
 def _register() -> None:
     # Each module adds its own group or command to ``main``; imported here, after ``main``
     # exists, so that ``kernlet --help`` lists them all.
-    from kernlet.cli import agent, halfstack, image, kernel  # noqa: F401
+    import kernlet.cli.agent
+    import kernlet.cli.halfstack
+    import kernlet.cli.image
+    import kernlet.cli.kernel  # noqa: F401
 
 
 _register()

@@ -22,7 +22,9 @@ from kernlet.events.lifecycle import (
     accepts,
     apply,
     can_execute,
+    in_creation,
     is_live,
+    is_terminating,
     replay,
 )
 from kernlet.events.types import (
@@ -78,7 +80,9 @@ __all__ = [
     "event_from_dict",
     "event_to_dict",
     "frame",
+    "in_creation",
     "is_live",
+    "is_terminating",
     "new_envelope",
     "pack",
     "replay",

@@ -149,7 +149,7 @@ def event_from_dict(d: dict[str, Any]) -> t.Envelope:
             time=float(d["time"]),
             body=body,
         )
-    except (KeyError, TypeError, ValueError) as exc:
+    except (KeyError, TypeError, ValueError, OverflowError) as exc:  # int(inf): OverflowError
         if isinstance(exc, CodecError):
             raise
         raise CodecError(f"bad event record: {exc!r}") from exc

@@ -54,7 +54,9 @@ __all__ = [
     "accepts",
     "apply",
     "can_execute",
+    "in_creation",
     "is_live",
+    "is_terminating",
     "replay",
 ]
 
@@ -109,7 +111,7 @@ def _build_table() -> dict[tuple[State | None, str], State]:
 TRANSITIONS: dict[tuple[State | None, str], State] = _build_table()
 
 
-class IllegalTransition(Exception):  # noqa: N818 - the name says what happened, as in the design
+class IllegalTransition(Exception):
     """An event that the transition table does not allow from the kernel's current state."""
 
     def __init__(self, kernel_id: str, state: State | None, event_type: str) -> None:
@@ -203,6 +205,20 @@ def apply(state: KernelState | None, env: Envelope) -> KernelState:
         case _:
             pass
     return replace(state, **changes)
+
+
+def in_creation(state: KernelState | None) -> bool:
+    """A kernel on its way to running (preparing, pulling, creating or restarting)."""
+    return state is not None and state.state in (
+        State.PREPARING,
+        State.PULLING,
+        State.CREATING,
+        State.RESTARTING,
+    )
+
+
+def is_terminating(state: KernelState | None) -> bool:
+    return state is not None and state.state is State.TERMINATING
 
 
 def replay(events: Iterable[Envelope]) -> KernelState | None:

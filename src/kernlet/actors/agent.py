@@ -1,0 +1,277 @@
+"""The agent actor: root supervisor and router of manager commands to kernel actors.
+
+It keeps the registry (kernel id → kernel actor, and each kernel's latest state as reported by
+its actor), answers the commands that need no kernel, starts one kernel actor per created or
+recovered kernel, and restarts a kernel actor that crashed from that kernel's event stream.
+"""
+
+from __future__ import annotations
+
+import logging
+import traceback
+from typing import Any
+
+import pykka
+
+from kernlet import __version__
+from kernlet.actors.base import LoopActor
+from kernlet.actors.context import AgentContext
+from kernlet.actors.kernel import KernelActor
+from kernlet.actors.messages import (
+    Command,
+    Complete,
+    ContainerDied,
+    Create,
+    Destroy,
+    Interrupt,
+    KernelGone,
+    KernelUpdated,
+    Recover,
+    Restart,
+    RunCode,
+    Shutdown,
+)
+from kernlet.actors.reply import Gather
+from kernlet.drivers.docker import LABEL_KERNEL, ContainerEvent
+from kernlet.errors import InternalError, KernelAlreadyExists, KernelNotFound, KernelNotRunning
+from kernlet.events import (
+    AGENT_STREAM,
+    AgentError,
+    EventBody,
+    KernelActorRestarted,
+    KernelState,
+    event_to_dict,
+    is_live,
+    new_envelope,
+    replay,
+)
+from kernlet.protocol import (
+    CreateKernels,
+    DestroyKernel,
+    Execute,
+    GetCompletions,
+    GetEvents,
+    InterruptKernel,
+    ListKernels,
+    Ping,
+    RestartKernel,
+)
+
+__all__ = ["AgentActor", "KernelCrashed", "summary"]
+
+log = logging.getLogger(__name__)
+
+
+class KernelCrashed:
+    """A kernel actor died from an exception (sent by the watchdog in on_failure)."""
+
+    def __init__(self, kernel_id: str, error: str) -> None:
+        self.kernel_id = kernel_id
+        self.error = error
+
+
+def summary(state: KernelState) -> dict[str, Any]:
+    """The public view of one kernel."""
+    return {
+        "id": state.kernel_id,
+        "session_id": state.session_id,
+        "state": state.state.value,
+        "image": state.image,
+        "container_id": state.container_id,
+        "slots": dict(state.slots),
+        "executions": state.executions,
+        "created_at": state.created_at,
+        "updated_at": state.updated_at,
+        "reason": state.reason,
+        "exit_code": state.exit_code,
+    }
+
+
+class AgentActor(LoopActor):
+    def __init__(self, ctx: AgentContext, known_ids: set[str], agent_seq: int = 0) -> None:
+        super().__init__(ctx.loop)
+        self.ctx = ctx
+        self.kernels: dict[str, pykka.ActorRef[Any]] = {}
+        self.states: dict[str, KernelState] = {}
+        #: every kernel id the log has ever seen (a create may not reuse one)
+        self.known_ids = set(known_ids)
+        self._agent_seq = agent_seq
+
+    # -- kernels ------------------------------------------------------------------------------
+
+    def _start_kernel(self, kernel_id: str, state: KernelState | None) -> pykka.ActorRef[Any]:
+        ref = _SupervisedKernel.start(self.ctx, self.actor_ref, kernel_id, state)
+        self.kernels[kernel_id] = ref
+        self.known_ids.add(kernel_id)
+        if state is not None:
+            self.states[kernel_id] = state
+        return ref
+
+    def adopt(self, states: dict[str, KernelState]) -> None:
+        """Start actors for the live kernels of the log and let each check its container."""
+        for kernel_id, state in states.items():
+            self._start_kernel(kernel_id, state).tell(Recover())
+
+    def next_agent_seq(self) -> int:
+        """Reserve the next seq of the agent's own stream."""
+        self._agent_seq += 1
+        return self._agent_seq
+
+    def kernels_alive(self) -> int:
+        return sum(1 for ref in self.kernels.values() if ref.is_alive())
+
+    def record_agent_event(self, body: EventBody) -> None:
+        env = new_envelope(AGENT_STREAM, self.next_agent_seq(), body)
+        self.ctx.loop.submit(self.ctx.persist(env))
+
+    # -- messages -------------------------------------------------------------------------------
+
+    def handle(self, message: Any) -> Any:
+        match message:
+            case Command():
+                try:
+                    self._command(message)
+                except Exception as exc:
+                    log.exception("command failed")
+                    self.record_agent_event(
+                        AgentError(message=f"{type(exc).__name__}: {exc}",
+                                   traceback=traceback.format_exc())
+                    )
+                    message.reply.error(InternalError(f"{type(exc).__name__}: {exc}"))
+            case KernelUpdated():
+                self.states[message.state.kernel_id] = message.state
+            case KernelGone():
+                self.kernels.pop(message.kernel_id, None)
+                self.states.pop(message.kernel_id, None)
+            case ContainerEvent():
+                self._container_event(message)
+            case KernelCrashed():
+                self._restart_crashed(message)
+            case _:
+                log.warning("agent: unknown message %r", message)
+        return None
+
+    def _container_event(self, ev: ContainerEvent) -> None:
+        kernel_id = ev.labels.get(LABEL_KERNEL, "")
+        ref = self.kernels.get(kernel_id)
+        if ref is not None and ev.action in ("die", "oom", "destroy"):
+            ref.tell(ContainerDied(ev.container_id, ev.action, ev.exit_code))
+
+    def _kernel(self, kernel_id: str) -> pykka.ActorRef[Any]:
+        ref = self.kernels.get(kernel_id)
+        if (ref is None or not ref.is_alive()) and kernel_id in self.known_ids:
+            raise KernelNotRunning(f"kernel {kernel_id!r} has terminated")
+        if ref is None or not ref.is_alive():
+            raise KernelNotFound(f"no live kernel {kernel_id!r} on agent {self.ctx.cfg.agent.id}")
+        return ref
+
+    def _command(self, cmd: Command) -> None:
+        req, reply = cmd.request, cmd.reply
+        match req:
+            case Ping():
+                reply.ok({"msg": req.msg, "agent_id": self.ctx.cfg.agent.id,
+                          "version": __version__})
+            case CreateKernels():
+                self._create_kernels(req, cmd)
+            case DestroyKernel():
+                self._kernel(req.kernel_id).tell(Destroy(reason=req.reason, reply=reply))
+            case RestartKernel():
+                self._kernel(req.kernel_id).tell(Restart(reply=reply))
+            case Execute():
+                self._kernel(req.kernel_id).tell(RunCode(req, reply, cmd.sink))
+            case InterruptKernel():
+                self._kernel(req.kernel_id).tell(Interrupt(reply))
+            case GetCompletions():
+                self._kernel(req.kernel_id).tell(Complete(req.text, req.pos, reply))
+            case ListKernels():
+                self._list_kernels(req, cmd)
+            case GetEvents():
+                self._get_events(req, cmd)
+            case _:
+                reply.error(InternalError(f"no handler for {type(req).__name__}"))
+
+    def _create_kernels(self, req: CreateKernels, cmd: Command) -> None:
+        taken = [k for k in req.kernel_ids if k in self.known_ids or k in self.kernels]
+        if taken:
+            raise KernelAlreadyExists(f"kernel id(s) already used on this agent: {taken}")
+        gather = Gather(len(req.kernel_ids), lambda results: cmd.reply.ok({"kernels": results}))
+        for i, (kernel_id, kconfig) in enumerate(zip(req.kernel_ids, req.configs, strict=True)):
+            ref = self._start_kernel(kernel_id, None)
+            ref.tell(Create(session_id=req.session_id, image=kconfig.image,
+                            config=kconfig.model_dump(), done=gather.part(i)))
+
+    def _list_kernels(self, req: ListKernels, cmd: Command) -> None:
+        live = [summary(s) for s in self.states.values() if is_live(s)]
+        if not req.all:
+            cmd.reply.ok({"kernels": live})
+            return
+
+        async def everything() -> list[dict[str, Any]]:
+            out = []
+            for kernel_id in await self.ctx.store.kernel_ids():
+                if kernel_id == AGENT_STREAM:
+                    continue
+                state = replay(await self.ctx.store.read_stream(kernel_id))
+                if state is not None:
+                    out.append(summary(state))
+            return out
+
+        self.spawn(everything(), then=lambda ks: cmd.reply.ok({"kernels": ks}),
+                   fail=cmd.reply.error)
+
+    def _get_events(self, req: GetEvents, cmd: Command) -> None:
+        def done(events: list[Any]) -> None:
+            if not events:
+                cmd.reply.error(KernelNotFound(f"no events for kernel {req.kernel_id!r}"))
+            else:
+                cmd.reply.ok({"events": [event_to_dict(e) for e in events]})
+
+        self.spawn(self.ctx.store.read_stream(req.kernel_id), then=done, fail=cmd.reply.error)
+
+    # -- supervision ----------------------------------------------------------------------------
+
+    def _restart_crashed(self, msg: KernelCrashed) -> None:
+        """Rebuild a crashed kernel actor from its stream; the incident becomes an event."""
+        self.kernels.pop(msg.kernel_id, None)
+
+        def rebuilt(events: list[Any]) -> None:
+            state = replay(events)
+            if state is None or not is_live(state):
+                self.states.pop(msg.kernel_id, None)
+                return
+            ref = self._start_kernel(msg.kernel_id, state)
+            ref.tell(_RecordIncident(msg.error))
+            ref.tell(Recover())
+
+        self.spawn(self.ctx.store.read_stream(msg.kernel_id), then=rebuilt)
+
+    def shutdown_kernels(self) -> None:
+        """Agent exit: every kernel actor lets go of its kernel; containers keep running."""
+        for ref in list(self.kernels.values()):
+            if ref.is_alive():
+                ref.tell(Shutdown())
+
+    def live_count(self) -> int:
+        return sum(1 for s in self.states.values() if is_live(s))
+
+
+class _RecordIncident:
+    def __init__(self, error: str) -> None:
+        self.error = error
+
+
+class _SupervisedKernel(KernelActor):
+    """A kernel actor that reports its own crash to the agent actor."""
+
+    def handle(self, message: Any) -> Any:
+        if isinstance(message, _RecordIncident):
+            self._record(KernelActorRestarted(error=message.error[:1000]))
+            return None
+        return super().handle(message)
+
+    def on_failure(self, exc_type: Any, exc_value: Any, tb: Any) -> None:
+        super().on_failure(exc_type, exc_value, tb)
+        try:
+            self.agent.tell(KernelCrashed(self.kernel_id, f"{exc_type.__name__}: {exc_value}"))
+        except pykka.ActorDeadError:
+            pass

@@ -1,0 +1,85 @@
+"""Loop side of the manager protocol: NATS requests in, typed replies out.
+
+Each request is decoded (size-capped), validated against its schema, handed to the agent actor
+with ``tell`` and a :class:`Reply`, and answered when that reply completes. Nothing here blocks
+the loop, and no failure of one request reaches another.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import traceback
+from typing import Any
+
+import pykka
+
+from kernlet.actors.messages import Command
+from kernlet.actors.reply import Reply
+from kernlet.drivers.nats import NatsDriver, Request
+from kernlet.errors import BusError, InternalError, InvalidRequest, KernletError
+from kernlet.events import CodecError, pack, unpack
+from kernlet.protocol import Execute, command_subject, parse_request
+
+__all__ = ["CommandServer"]
+
+log = logging.getLogger(__name__)
+
+
+class CommandServer:
+    def __init__(
+        self,
+        bus: NatsDriver,
+        agent: pykka.ActorRef[Any],
+        prefix: str,
+        agent_id: str,
+        max_request: int,
+    ) -> None:
+        self._bus = bus
+        self._agent = agent
+        self._prefix = prefix
+        self._agent_id = agent_id
+        self._max = max_request
+        self.handled = 0
+        self.errors = 0
+
+    async def start(self) -> None:
+        await self._bus.serve(command_subject(self._prefix, self._agent_id, "*"), self.handle)
+
+    async def handle(self, req: Request) -> None:
+        command = req.subject.rsplit(".", 1)[-1]
+        try:
+            body: dict[str, Any] = {"ok": True, "result": await self._dispatch(command, req)}
+        except KernletError as exc:
+            self.errors += 1
+            body = {"ok": False, "error": exc.to_wire()}
+        except Exception as exc:  # noqa: BLE001 - never let one request kill the server
+            self.errors += 1
+            log.error("request %s failed: %s", command, traceback.format_exc())
+            body = {"ok": False, "error": InternalError(f"{type(exc).__name__}: {exc}").to_wire()}
+        self.handled += 1
+        if req.reply:
+            try:
+                await self._bus.publish(req.reply, pack(body))
+            except (BusError, CodecError) as exc:
+                log.warning("could not reply to %s: %s", command, exc)
+
+    async def _dispatch(self, command: str, req: Request) -> Any:
+        try:
+            payload = unpack(req.data, max_size=self._max)
+        except CodecError as exc:
+            raise InvalidRequest(f"{command}: {exc}") from exc
+        parsed = parse_request(command, payload)
+        reply = Reply.new(asyncio.get_running_loop())
+        sink = None
+        if isinstance(parsed, Execute) and parsed.stream and req.reply:
+            inbox = req.reply
+
+            async def sink(items: list[list[Any]]) -> None:
+                await self._bus.publish(inbox, pack({"ok": True, "output": items}))
+
+        try:
+            self._agent.tell(Command(parsed, reply, sink))
+        except pykka.ActorDeadError as exc:
+            raise InternalError("the agent actor is not running") from exc
+        return await reply.future

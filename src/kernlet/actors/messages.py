@@ -1,0 +1,133 @@
+"""Messages between kernlet's actors. Immutable; each field documented."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from kernlet.actors.reply import Reply
+from kernlet.actors.runs import Sink
+from kernlet.events import KernelState
+from kernlet.protocol import Execute
+
+__all__ = [
+    "Command",
+    "Complete",
+    "ContainerDied",
+    "Create",
+    "Destroy",
+    "Interrupt",
+    "KernelGone",
+    "KernelUpdated",
+    "Recover",
+    "Restart",
+    "RunCode",
+    "RunFinished",
+    "Shutdown",
+    "StepDone",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class Command:
+    """A validated manager request for the agent actor."""
+
+    #: the parsed request (a kernlet.protocol model)
+    request: Any
+    #: completes the NATS reply
+    reply: Reply
+    #: for a streaming execute: where output items go as they arrive
+    sink: Sink | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Create:
+    session_id: str
+    image: str
+    #: the kernel's creation config as plain data (KernelConfig.model_dump())
+    config: dict[str, Any]
+    #: called once with the per-kernel result dict (ok or error)
+    done: Callable[[dict[str, Any]], None]
+
+
+@dataclass(frozen=True, slots=True)
+class Destroy:
+    reason: str
+    #: None when nobody waits for the answer (e.g. agent-initiated cleanups)
+    reply: Reply | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Restart:
+    reply: Reply
+
+
+@dataclass(frozen=True, slots=True)
+class RunCode:
+    request: Execute
+    reply: Reply
+    sink: Sink | None
+
+
+@dataclass(frozen=True, slots=True)
+class Interrupt:
+    reply: Reply
+
+
+@dataclass(frozen=True, slots=True)
+class Complete:
+    text: str
+    pos: int | None
+    reply: Reply
+
+
+@dataclass(frozen=True, slots=True)
+class ContainerDied:
+    """Docker says the kernel's container died, hit OOM, or was removed."""
+
+    container_id: str
+    #: Docker's action: die, oom, destroy
+    action: str
+    exit_code: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class RunFinished:
+    run_id: str
+    status: str
+    exit_code: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class Recover:
+    """Sent to a kernel actor rebuilt from the log: check the container and re-adopt it."""
+
+
+@dataclass(frozen=True, slots=True)
+class Shutdown:
+    """The agent is exiting: let go of the kernel without touching its container."""
+
+
+@dataclass(frozen=True, slots=True)
+class StepDone:
+    """The outcome of a loop-side step started by an actor, delivered back to it."""
+
+    then: Callable[[Any], None]
+    fail: Callable[[BaseException], None]
+    result: Any
+    error: BaseException | None
+
+
+@dataclass(frozen=True, slots=True)
+class KernelUpdated:
+    """A kernel actor's new state, for the agent's registry."""
+
+    state: KernelState
+
+
+@dataclass(frozen=True, slots=True)
+class KernelGone:
+    """A kernel actor finished (its kernel terminated) and stopped."""
+
+    kernel_id: str

@@ -1,0 +1,204 @@
+"""Loop-side relay of code runs between callers and one kernel's runtime.
+
+One :class:`RunBook` per kernel. It owns the runtime channel, keeps the output of the current
+run that no caller has collected yet, and answers ``execute`` calls the way the reference does
+(status finished / continued / waiting-input / build-finished / clean-finished, console items,
+exit code), or streams each item to a sink as soon as it arrives. Output never passes through
+an actor: it goes from the socket straight to the caller. The kernel actor hears only that a
+run finished (``on_finished``) and that the channel was lost (``on_lost``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from kernlet.drivers.runtime import RuntimeChannel
+from kernlet.errors import KernelNotRunning, RuntimeUnavailable
+
+__all__ = ["OUTPUT_TYPES", "RunBook", "RunResult"]
+
+log = logging.getLogger(__name__)
+
+#: runtime message types that are console output of a run
+OUTPUT_TYPES = frozenset({"stdout", "stderr", "media", "html", "log"})
+_STEP_STOPS = {"build-finished", "clean-finished"}
+_STOPS = {"finished", "waiting-input", *_STEP_STOPS}
+
+Sink = Callable[[list[list[Any]]], Awaitable[None]]
+
+
+@dataclass
+class _Run:
+    run_id: str
+    mode: str
+    console: list[list[Any]] = field(default_factory=list)
+    status: str = "running"
+    exit_code: int | None = None
+    #: set whenever something new arrives (output or a status change)
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
+    done: asyncio.Event = field(default_factory=asyncio.Event)
+
+    @property
+    def exit_code_known(self) -> bool:
+        return self.status == "finished"
+
+
+@dataclass(frozen=True, slots=True)
+class RunResult:
+    run_id: str
+    status: str
+    exit_code: int | None
+    console: list[list[Any]]
+
+    def to_wire(self) -> dict[str, Any]:
+        return {
+            "runId": self.run_id,
+            "status": self.status,
+            "exitCode": self.exit_code,
+            "console": self.console,
+        }
+
+
+class RunBook:
+    """Runs of one kernel. All methods run on the agent's event loop."""
+
+    def __init__(
+        self,
+        socket_path: Path,
+        on_finished: Callable[[str, str, int | None], None],
+        on_lost: Callable[[], None],
+    ) -> None:
+        self.channel = RuntimeChannel(socket_path, self._on_message, on_lost)
+        self._on_finished = on_finished
+        self._runs: dict[str, _Run] = {}
+        self._order: list[str] = []
+        self._closed: str | None = None
+
+    async def connect(self, timeout: float) -> dict[str, Any]:
+        return await self.channel.connect(timeout)
+
+    def _on_message(self, msg: dict[str, Any]) -> None:
+        run = self._runs.get(str(msg.get("run_id")))
+        if run is None:
+            return
+        kind = str(msg.get("t"))
+        data = msg.get("data")
+        if kind in OUTPUT_TYPES:
+            run.console.append([kind, data])
+        elif kind in _STOPS:
+            code = data.get("exitCode") if isinstance(data, dict) else None
+            run.status = kind
+            if kind == "waiting-input":
+                run.console.append(["waiting-input", data])
+            elif kind != "finished":
+                run.console.append([kind, data])
+            if kind == "finished":
+                run.exit_code = code
+                run.done.set()
+                self._on_finished(run.run_id, "finished", code)
+        run.changed.set()
+
+    def busy_with(self) -> str | None:
+        for run_id in self._order:
+            if not self._runs[run_id].done.is_set():
+                return run_id
+        return None
+
+    async def execute(
+        self,
+        run_id: str,
+        mode: str,
+        code: str,
+        opts: dict[str, Any],
+        flush_timeout: float | None,
+        sink: Sink | None,
+    ) -> RunResult:
+        """One execute call; returns when the run stops, waits for input, or flush_timeout."""
+        if self._closed is not None:
+            raise KernelNotRunning(self._closed)
+        run = self._runs.get(run_id)
+        if mode in ("query", "batch") and (run is None or run.done.is_set()):
+            run = self._start(run_id, mode)
+            previous = [r for r in self._order[:-1] if not self._runs[r].done.is_set()]
+            for other in previous:  # one run at a time: wait for the ones before
+                await self._runs[other].done.wait()
+            msg: dict[str, Any] = {"op": "execute", "run_id": run_id, "mode": mode}
+            msg.update({"code": code} if mode == "query" else {"opts": opts})
+            await self._send(msg)
+        elif run is None:
+            raise KernelNotRunning(f"no run {run_id!r} to {mode} on this kernel")
+        elif mode == "input":
+            run.status = "running"
+            await self._send({"op": "input", "run_id": run_id, "text": code})
+        return await self._collect(run, flush_timeout, sink)
+
+    def _start(self, run_id: str, mode: str) -> _Run:
+        run = _Run(run_id=run_id, mode=mode)
+        if run_id in self._runs:
+            self._order.remove(run_id)
+        self._runs[run_id] = run
+        self._order.append(run_id)
+        # keep the book small: forget collected, finished runs
+        while len(self._order) > 32 and self._runs[self._order[0]].done.is_set():
+            self._runs.pop(self._order.pop(0))
+        return run
+
+    async def _send(self, msg: dict[str, Any]) -> None:
+        try:
+            await self.channel.send(msg)
+        except RuntimeUnavailable:
+            await self.channel.connect(timeout=5.0)
+            await self.channel.send(msg)
+
+    async def _collect(
+        self, run: _Run, flush_timeout: float | None, sink: Sink | None
+    ) -> RunResult:
+        deadline = None if flush_timeout is None else time.monotonic() + flush_timeout
+        while True:
+            if sink is not None and run.console:
+                items, run.console = run.console, []
+                await sink(items)
+            if self._closed is not None and not run.exit_code_known:
+                raise KernelNotRunning(self._closed)
+            if sink is not None and run.status in _STEP_STOPS:
+                run.status = "running"  # a streaming caller waits for the whole run
+            if run.done.is_set() or run.status in _STOPS:
+                status = run.status
+                if status != "finished":
+                    run.status = "running"
+                break
+            run.changed.clear()
+            timeout = None if deadline is None else deadline - time.monotonic()
+            if timeout is not None and timeout <= 0:
+                status = "continued"
+                break
+            try:
+                await asyncio.wait_for(run.changed.wait(), timeout)
+            except TimeoutError:
+                pass
+        items, run.console = run.console, []
+        return RunResult(run.run_id, status, run.exit_code if status == "finished" else None, items)
+
+    async def interrupt(self) -> None:
+        await self._send({"op": "interrupt"})
+
+    async def complete(self, text: str, pos: int | None) -> dict[str, Any]:
+        msg: dict[str, Any] = {"op": "complete", "text": text}
+        if pos is not None:
+            msg["pos"] = pos
+        reply = await self.channel.request(msg, timeout=10.0)
+        return dict(reply.get("data") or {})
+
+    async def close(self, reason: str) -> None:
+        """The kernel is gone: fail every waiting caller with KernelNotRunning."""
+        self._closed = f"kernel terminated ({reason})"
+        for run in self._runs.values():
+            run.changed.set()
+            run.done.set()
+        await self.channel.close()

@@ -1,0 +1,174 @@
+"""The steps of a kernel's life that touch the outside, as small loop-side coroutines.
+
+The kernel actor assembles them (see ``KernelActor`` for the order); each step here is safe to
+run twice and safe to run for a kernel that never got that far:
+
+- :func:`prepare_dirs`: scratch ``<var>/scratch/<kid>/work`` and runtime dir ``<var>/ipc/<kid>``
+- :func:`container_spec`: the container as plain data (mounts, limits, labels, user)
+- :func:`create_container` / :func:`start_and_connect`
+- :func:`teardown`: stop (grace, then kill), remove every container of the kernel, remove dirs
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import kernlet
+from kernlet.actors.runs import RunBook
+from kernlet.config import AgentConfig
+from kernlet.drivers.docker import (
+    LABEL_AGENT,
+    LABEL_KERNEL,
+    LABEL_SESSION,
+    ContainerSpec,
+    DockerDriver,
+)
+from kernlet.errors import ContainerNotFound
+
+__all__ = [
+    "IPC_IN_CONTAINER",
+    "KernelDirs",
+    "container_spec",
+    "create_container",
+    "kernel_dirs",
+    "prepare_dirs",
+    "start_and_connect",
+    "teardown",
+]
+
+IPC_IN_CONTAINER = "/opt/kernlet/ipc"
+LIB_IN_CONTAINER = "/opt/kernlet/lib"
+WORK_IN_CONTAINER = "/home/work"
+SOCKET_NAME = "runtime.sock"
+BOOTSTRAP_NAME = ".kernlet-bootstrap.sh"
+
+
+@dataclass(frozen=True, slots=True)
+class KernelDirs:
+    scratch: Path
+    work: Path
+    ipc: Path
+
+    @property
+    def socket(self) -> Path:
+        return self.ipc / SOCKET_NAME
+
+
+def kernel_dirs(cfg: AgentConfig, kernel_id: str) -> KernelDirs:
+    scratch = cfg.scratch_root / kernel_id
+    return KernelDirs(scratch=scratch, work=scratch / "work", ipc=cfg.ipc_root / kernel_id)
+
+
+def _prepare(cfg: AgentConfig, dirs: KernelDirs, bootstrap: str) -> None:
+    uid, gid = cfg.container.kernel_uid, cfg.container.kernel_gid
+    for path in (dirs.work, dirs.ipc):
+        path.mkdir(parents=True, exist_ok=True)
+        os.chown(path, uid, gid)
+    stale = dirs.socket
+    with contextlib.suppress(FileNotFoundError):
+        stale.unlink()
+    if bootstrap:
+        script = dirs.work / BOOTSTRAP_NAME
+        script.write_text(bootstrap)
+        os.chown(script, uid, gid)
+
+
+async def prepare_dirs(cfg: AgentConfig, kernel_id: str, bootstrap: str) -> KernelDirs:
+    dirs = kernel_dirs(cfg, kernel_id)
+    await asyncio.to_thread(_prepare, cfg, dirs, bootstrap)
+    return dirs
+
+
+def container_spec(
+    cfg: AgentConfig,
+    kernel_id: str,
+    session_id: str,
+    image: str,
+    kconfig: dict[str, Any],
+    dirs: KernelDirs,
+) -> ContainerSpec:
+    """The container for a kernel, from the agent config and the kernel's creation config."""
+    cpu = float(kconfig.get("cpu") or cfg.container.default_cpu)
+    mem = int(kconfig.get("mem") or cfg.container.default_mem)
+    lib = Path(kernlet.__file__).resolve().parent
+    env = {
+        **{str(k): str(v) for k, v in (kconfig.get("environ") or {}).items()},
+        "HOME": WORK_IN_CONTAINER,
+        "PYTHONPATH": LIB_IN_CONTAINER,
+        "PYTHONDONTWRITEBYTECODE": "1",
+        "KERNLET_KERNEL_ID": kernel_id,
+        "KERNLET_SESSION_ID": session_id,
+        "KERNLET_SOCKET": f"{IPC_IN_CONTAINER}/{SOCKET_NAME}",
+    }
+    return ContainerSpec(
+        name=f"kernlet.{kernel_id}",
+        image=image,
+        cmd=("/bin/sh", f"{LIB_IN_CONTAINER}/kernlet/runner/entrypoint.sh"),
+        labels={
+            LABEL_KERNEL: kernel_id,
+            LABEL_SESSION: session_id,
+            LABEL_AGENT: cfg.agent.id,
+        },
+        env=env,
+        mounts=(
+            (str(dirs.work), WORK_IN_CONTAINER, False),
+            (str(dirs.ipc), IPC_IN_CONTAINER, False),
+            (str(lib), f"{LIB_IN_CONTAINER}/kernlet", True),
+        ),
+        user=f"{cfg.container.kernel_uid}:{cfg.container.kernel_gid}",
+        workdir=WORK_IN_CONTAINER,
+        nano_cpus=int(cpu * 1e9),
+        memory=mem,
+        pids_limit=cfg.container.pids_limit,
+        bind_host=cfg.container.bind_host,
+    )
+
+
+async def create_container(docker: DockerDriver, spec: ContainerSpec) -> str:
+    """Create the container; a leftover of an earlier try with the same name is removed first."""
+    for old in await docker.list({LABEL_KERNEL: spec.labels[LABEL_KERNEL]}):
+        if old.name == spec.name:
+            await docker.remove(old.id)
+    return await docker.create(spec)
+
+
+async def start_and_connect(
+    docker: DockerDriver, container_id: str, runs: RunBook, timeout: float
+) -> dict[str, Any]:
+    """Start the container and wait until its runtime answers; the runtime's status."""
+    await docker.start(container_id)
+    return await runs.connect(timeout)
+
+
+async def teardown(
+    docker: DockerDriver,
+    cfg: AgentConfig,
+    kernel_id: str,
+    container_id: str,
+    grace: float,
+    keep_scratch: bool = False,
+) -> int | None:
+    """Stop and remove every container of the kernel, then its dirs; the exit code seen."""
+    exit_code: int | None = None
+    if container_id:
+        with contextlib.suppress(ContainerNotFound):
+            info = await docker.inspect(container_id)
+            if info.running:
+                await docker.stop(container_id, grace)
+                info = await docker.inspect(container_id)
+            exit_code = info.exit_code
+    for other in await docker.list({LABEL_KERNEL: kernel_id, LABEL_AGENT: cfg.agent.id}):
+        if exit_code is None and other.id == container_id:
+            exit_code = other.exit_code
+        await docker.remove(other.id)
+    dirs = kernel_dirs(cfg, kernel_id)
+    await asyncio.to_thread(shutil.rmtree, dirs.ipc, True)
+    if not keep_scratch:
+        await asyncio.to_thread(shutil.rmtree, dirs.scratch, True)
+    return exit_code

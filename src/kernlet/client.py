@@ -1,0 +1,268 @@
+"""Manager-side client library: talk to one kernlet agent over NATS.
+
+Used by the CLI, the tests and the benchmarks::
+
+    async with KernletClient("nats://127.0.0.1:4222", agent_id="agent-1") as c:
+        k = await c.create_kernel("kernlet/python:3.11")
+        result = await c.run(k["id"], "print(1 + 1)", on_output=print)
+        await c.destroy_kernel(k["id"])
+
+Errors come back as the same typed exceptions the agent raised (:mod:`kernlet.errors`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import nats
+import nats.errors
+from nats.aio.client import Client
+
+from kernlet.errors import AgentTimeout, AgentUnavailable, KernletError, error_from_wire
+from kernlet.events import pack, unpack
+from kernlet.protocol import command_subject
+
+__all__ = ["EventSubscriber", "KernletClient"]
+
+OutputCallback = Callable[[str, Any], Awaitable[None] | None]
+InputCallback = Callable[[dict[str, Any]], Awaitable[str] | str]
+
+
+def _result(body: Any) -> Any:
+    if not isinstance(body, dict):
+        raise KernletError(f"malformed reply: {body!r}")
+    if not body.get("ok"):
+        raise error_from_wire(body.get("error"))
+    return body.get("result")
+
+
+class KernletClient:
+    """Async client for one agent. Not thread-safe; use it on one event loop."""
+
+    def __init__(
+        self,
+        nats_url: str = "nats://127.0.0.1:4222",
+        agent_id: str = "",
+        prefix: str = "kernlet",
+        timeout: float = 120.0,
+        nc: Client | None = None,
+    ) -> None:
+        self.url = nats_url
+        self.agent_id = agent_id
+        self.prefix = prefix
+        self.timeout = timeout
+        self._nc = nc
+        self._own = nc is None
+
+    async def __aenter__(self) -> KernletClient:
+        await self.connect()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def connect(self) -> None:
+        if self._nc is None:
+            try:
+                self._nc = await nats.connect(self.url, connect_timeout=5,
+                                              max_reconnect_attempts=3)
+            except (nats.errors.Error, OSError) as exc:
+                raise AgentUnavailable(f"cannot reach NATS at {self.url}: {exc}") from exc
+
+    async def close(self) -> None:
+        if self._nc is not None and self._own:
+            await self._nc.close()
+        self._nc = None
+
+    @property
+    def nc(self) -> Client:
+        if self._nc is None:
+            raise AgentUnavailable("client not connected")
+        return self._nc
+
+    def subject(self, command: str) -> str:
+        return command_subject(self.prefix, self.agent_id, command)
+
+    async def call(self, command: str, timeout: float | None = None, **args: Any) -> Any:
+        """One request-reply; returns the result or raises the agent's typed error."""
+        return await self.call_raw(command, pack(args), timeout)
+
+    async def call_raw(self, command: str, data: bytes, timeout: float | None = None) -> Any:
+        try:
+            msg = await self.nc.request(
+                self.subject(command), data, timeout=timeout or self.timeout
+            )
+        except nats.errors.NoRespondersError as exc:
+            raise AgentUnavailable(f"no agent {self.agent_id!r} listens on NATS") from exc
+        except nats.errors.TimeoutError as exc:
+            raise AgentTimeout(f"{command}: no reply within {timeout or self.timeout} s") from exc
+        return _result(unpack(msg.data, max_size=64 * 1024 * 1024))
+
+    # -- commands ---------------------------------------------------------------------------
+
+    async def ping(self, msg: str = "") -> dict[str, Any]:
+        return dict(await self.call("ping", msg=msg))
+
+    async def create_kernels(
+        self, configs: list[dict[str, Any]], session_id: str | None = None,
+        kernel_ids: list[str] | None = None,
+    ) -> list[dict[str, Any]]:
+        """Create kernels concurrently; one result per kernel: ``{"id", "ok", ...}``."""
+        ids = kernel_ids or [uuid.uuid4().hex[:16] for _ in configs]
+        result = await self.call("create_kernels", session_id=session_id or ids[0],
+                                 kernel_ids=ids, configs=configs)
+        return list(result["kernels"])
+
+    async def create_kernel(self, image: str, **config: Any) -> dict[str, Any]:
+        """Create one kernel; raises the typed error if it failed."""
+        kernel_id = config.pop("kernel_id", None)
+        (res,) = await self.create_kernels([{"image": image, **config}],
+                                           kernel_ids=[kernel_id] if kernel_id else None)
+        if not res.get("ok"):
+            raise error_from_wire(res.get("error"))
+        return res
+
+    async def destroy_kernel(
+        self, kernel_id: str, reason: str = "user-requested"
+    ) -> dict[str, Any]:
+        return dict(await self.call("destroy_kernel", kernel_id=kernel_id, reason=reason))
+
+    async def restart_kernel(self, kernel_id: str) -> dict[str, Any]:
+        return dict(await self.call("restart_kernel", kernel_id=kernel_id))
+
+    async def interrupt(self, kernel_id: str) -> dict[str, Any]:
+        return dict(await self.call("interrupt_kernel", kernel_id=kernel_id))
+
+    async def complete(self, kernel_id: str, text: str, pos: int | None = None) -> dict[str, Any]:
+        args: dict[str, Any] = {"kernel_id": kernel_id, "text": text}
+        if pos is not None:
+            args["pos"] = pos
+        return dict(await self.call("get_completions", **args))
+
+    async def list_kernels(self, all: bool = False) -> list[dict[str, Any]]:
+        return list((await self.call("list_kernels", all=all))["kernels"])
+
+    async def events(self, kernel_id: str) -> list[dict[str, Any]]:
+        return list((await self.call("get_events", kernel_id=kernel_id))["events"])
+
+    async def execute(
+        self, kernel_id: str, code: str = "", mode: str = "query", run_id: str | None = None,
+        opts: dict[str, Any] | None = None, flush_timeout: float | None = None,
+    ) -> dict[str, Any]:
+        """The reference's batched execute: returns at finish, input wait or flush timeout."""
+        args: dict[str, Any] = {"kernel_id": kernel_id, "run_id": run_id or uuid.uuid4().hex,
+                                "mode": mode, "code": code, "opts": opts or {}}
+        if flush_timeout is not None:
+            args["flush_timeout"] = flush_timeout
+        return dict(await self.call("execute", timeout=None if flush_timeout is None else
+                                    flush_timeout + self.timeout, **args))
+
+    async def stream(
+        self, kernel_id: str, code: str = "", mode: str = "query", run_id: str | None = None,
+        opts: dict[str, Any] | None = None,
+    ) -> AsyncIterator[tuple[str, Any]]:
+        """Yield ``(type, data)`` output items as produced; last item ``("result", {...})``."""
+        args = {"kernel_id": kernel_id, "run_id": run_id or uuid.uuid4().hex, "mode": mode,
+                "code": code, "opts": opts or {}, "stream": True}
+        inbox = self.nc.new_inbox()
+        sub = await self.nc.subscribe(inbox)
+        try:
+            await self.nc.publish(self.subject("execute"), pack(args), reply=inbox)
+            while True:
+                try:
+                    msg = await sub.next_msg(timeout=None)
+                except nats.errors.TimeoutError:
+                    continue
+                if msg.headers and msg.headers.get("Status") == "503":
+                    raise AgentUnavailable(f"no agent {self.agent_id!r} listens on NATS")
+                body = unpack(msg.data, max_size=64 * 1024 * 1024)
+                if isinstance(body, dict) and "output" in body and body.get("ok"):
+                    for kind, data in body["output"]:
+                        yield kind, data
+                    continue
+                yield "result", _result(body)
+                return
+        finally:
+            await sub.unsubscribe()
+
+    async def run(
+        self, kernel_id: str, code: str = "", mode: str = "query",
+        opts: dict[str, Any] | None = None, on_output: OutputCallback | None = None,
+        on_input: InputCallback | None = None,
+    ) -> dict[str, Any]:
+        """Run code to the end, streaming output to ``on_output``; answers input via
+        ``on_input``. Returns the final result (``status``, ``exitCode``)."""
+        run_id = uuid.uuid4().hex
+        call_mode, text = mode, code
+        while True:
+            result: dict[str, Any] = {}
+            async for kind, data in self.stream(kernel_id, text, call_mode, run_id, opts):
+                if kind == "result":
+                    result = dict(data)
+                elif on_output is not None and kind != "waiting-input":
+                    maybe = on_output(kind, data)
+                    if asyncio.iscoroutine(maybe):
+                        await maybe
+            if result.get("status") != "waiting-input":
+                return result
+            prompt: Any = next(
+                (d for k, d in result.get("console", []) if k == "waiting-input"), {}
+            )
+            if on_input is None:
+                await self.interrupt(kernel_id)
+                call_mode, text = "continue", ""
+                continue
+            answer = on_input(prompt if isinstance(prompt, dict) else {})
+            text = await answer if asyncio.iscoroutine(answer) else str(answer)
+            call_mode = "input"
+
+
+class EventSubscriber:
+    """Receives an agent's events, handing each over once (duplicates dropped by event id)."""
+
+    def __init__(self, nc: Client, prefix: str = "kernlet", agent_id: str = "*",
+                 remember: int = 100_000) -> None:
+        self._nc = nc
+        self.subject = f"{prefix}.events.{agent_id}.>"
+        self._seen: OrderedDict[str, None] = OrderedDict()
+        self._remember = remember
+        self._queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self.duplicates = 0
+        self._sub: Any = None
+
+    async def start(self) -> EventSubscriber:
+        async def on_msg(msg: Any) -> None:
+            event = unpack(msg.data, max_size=64 * 1024 * 1024)
+            if not isinstance(event, dict) or "id" not in event:
+                return
+            if event["id"] in self._seen:
+                self.duplicates += 1
+                return
+            self._seen[event["id"]] = None
+            if len(self._seen) > self._remember:
+                self._seen.popitem(last=False)
+            await self._queue.put(event)
+
+        self._sub = await self._nc.subscribe(self.subject, cb=on_msg)
+        return self
+
+    async def next(self, timeout: float = 10.0) -> dict[str, Any]:
+        return await asyncio.wait_for(self._queue.get(), timeout)
+
+    async def until(self, pred: Callable[[dict[str, Any]], bool],
+                    timeout: float = 30.0) -> dict[str, Any]:
+        """Events are consumed until one matches ``pred``; that one is returned."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            event = await self.next(max(0.01, deadline - loop.time()))
+            if pred(event):
+                return event
+
+    async def stop(self) -> None:
+        if self._sub is not None:
+            await self._sub.unsubscribe()

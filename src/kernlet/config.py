@@ -1,0 +1,164 @@
+"""Agent configuration: a TOML file validated at start, with defaults that fit the halfstack.
+
+Search path (first found wins): ``./agent.toml``, ``~/.config/kernlet/agent.toml``,
+``/etc/kernlet/agent.toml``. Keys are kebab-case, grouped in tables; unknown keys are errors,
+and every error names the key (``container.kernel-uid: Input should be a valid integer``).
+"""
+
+from __future__ import annotations
+
+import re
+import socket
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+__all__ = ["SEARCH_PATH", "AgentConfig", "ConfigError", "find_config", "load_config", "parse_size"]
+
+SEARCH_PATH = (
+    Path("agent.toml"),
+    Path("~/.config/kernlet/agent.toml"),
+    Path("/etc/kernlet/agent.toml"),
+)
+
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)i?b?\s*$", re.IGNORECASE)
+_UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
+
+
+class ConfigError(Exception):
+    """The configuration file is missing, unreadable or invalid; the message names the key."""
+
+
+def parse_size(value: int | str) -> int:
+    """Bytes from an int or a size string such as ``512m``, ``1.5GiB`` or ``1024``."""
+    if isinstance(value, int):
+        return value
+    m = _SIZE.match(value)
+    if m is None:
+        raise ValueError(f"not a size: {value!r} (use e.g. 256m, 1g)")
+    return int(float(m.group(1)) * _UNITS[m.group(2).lower()])
+
+
+def _kebab(name: str) -> str:
+    return name.replace("_", "-")
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(
+        alias_generator=_kebab, populate_by_name=True, extra="forbid", frozen=True
+    )
+
+
+class AgentSection(_Section):
+    id: str = Field(default_factory=lambda: f"agent-{socket.gethostname()}")
+    region: str = "local"
+    scaling_group: str = "default"
+    #: where the event log, scratch dirs and runtime sockets live
+    var_dir: Path = Path("/var/lib/kernlet")
+    #: kernels created at once by one create_kernels call
+    kernel_creation_concurrency: int = Field(default=8, ge=1, le=64)
+    #: seconds a create may take until its runtime answers
+    create_timeout: float = Field(default=60.0, gt=0)
+
+
+class NatsSection(_Section):
+    url: str = "nats://127.0.0.1:4222"
+    subject_prefix: str = "kernlet"
+    user: str | None = None
+    password: str | None = None
+    #: CA file that enables TLS when set
+    tls_ca: Path | None = None
+    #: publish events into a JetStream stream when the server has JetStream
+    jetstream: bool = True
+    stream_name: str = "KERNLET_EVENTS"
+
+
+class DockerSection(_Section):
+    url: str = "unix:///var/run/docker.sock"
+
+
+class ContainerSection(_Section):
+    kernel_uid: int = Field(default=1000, ge=1)
+    kernel_gid: int = Field(default=1000, ge=1)
+    bind_host: str = "127.0.0.1"
+    port_range: tuple[int, int] = (30000, 31000)
+    pids_limit: int = Field(default=1024, ge=16)
+    #: seconds between stop (SIGINT) and kill on destroy
+    stop_grace: float = Field(default=10.0, ge=0)
+    default_cpu: float = Field(default=1.0, gt=0)
+    default_mem: int = 512 * 1024**2
+
+    @field_validator("default_mem", mode="before")
+    @classmethod
+    def _size(cls, v: Any) -> int:
+        return parse_size(v)
+
+
+class LimitsSection(_Section):
+    #: largest request body accepted over NATS (bytes)
+    max_request: int = 1024 * 1024
+    #: largest code string accepted by execute (bytes)
+    max_code: int = 512 * 1024
+
+    @field_validator("max_request", "max_code", mode="before")
+    @classmethod
+    def _size(cls, v: Any) -> int:
+        return parse_size(v)
+
+
+class AgentConfig(_Section):
+    """The whole agent configuration."""
+
+    agent: AgentSection = AgentSection()
+    nats: NatsSection = NatsSection()
+    docker: DockerSection = DockerSection()
+    container: ContainerSection = ContainerSection()
+    limits: LimitsSection = LimitsSection()
+
+    @property
+    def log_path(self) -> Path:
+        return self.agent.var_dir / "events.sqlite"
+
+    @property
+    def scratch_root(self) -> Path:
+        return self.agent.var_dir / "scratch"
+
+    @property
+    def ipc_root(self) -> Path:
+        return self.agent.var_dir / "ipc"
+
+
+def find_config() -> Path | None:
+    for candidate in SEARCH_PATH:
+        path = candidate.expanduser()
+        if path.is_file():
+            return path
+    return None
+
+
+def _format(err: ValidationError) -> str:
+    lines = []
+    for e in err.errors():
+        key = ".".join(str(p) for p in e["loc"]) or "(top)"
+        lines.append(f"{key}: {e['msg']}")
+    return "; ".join(lines)
+
+
+def load_config(path: Path | None = None, overrides: dict[str, Any] | None = None) -> AgentConfig:
+    """Read, merge and validate the configuration. ``path=None`` searches SEARCH_PATH."""
+    data: dict[str, Any] = {}
+    source = path if path is not None else find_config()
+    if source is not None:
+        try:
+            data = tomllib.loads(Path(source).read_text())
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigError(f"{source}: {exc}") from exc
+    for section, values in (overrides or {}).items():
+        data.setdefault(section, {}).update(values)
+    try:
+        return AgentConfig.model_validate(data)
+    except ValidationError as exc:
+        where = f"{source}: " if source else ""
+        raise ConfigError(where + _format(exc)) from exc

@@ -1,0 +1,269 @@
+"""Docker Engine driver over aiodocker.
+
+Returns kernlet's own dataclasses, never aiodocker objects. aiodocker errors are translated
+into kernlet errors in one place, :func:`_translate`. All methods run on the agent's event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiodocker
+import aiohttp
+
+from kernlet.errors import ContainerNotFound, DockerError, ImageNotFound
+
+__all__ = [
+    "LABEL_AGENT",
+    "LABEL_KERNEL",
+    "LABEL_SESSION",
+    "ContainerEvent",
+    "ContainerInfo",
+    "ContainerSpec",
+    "DockerDriver",
+    "ImageInfo",
+]
+
+log = logging.getLogger(__name__)
+
+LABEL_KERNEL = "ai.kernlet.kernel-id"
+LABEL_SESSION = "ai.kernlet.session-id"
+LABEL_AGENT = "ai.kernlet.agent-id"
+
+
+@dataclass(frozen=True, slots=True)
+class ImageInfo:
+    id: str
+    tags: tuple[str, ...]
+    labels: dict[str, str]
+
+
+@dataclass(frozen=True, slots=True)
+class ContainerSpec:
+    """What the agent asks Docker to create; every field is plain data."""
+
+    name: str
+    image: str
+    cmd: tuple[str, ...]
+    labels: dict[str, str]
+    env: dict[str, str] = field(default_factory=dict)
+    #: (host path, container path, read_only)
+    mounts: tuple[tuple[str, str, bool], ...] = ()
+    user: str = ""
+    workdir: str = ""
+    nano_cpus: int = 0
+    cpuset: str = ""
+    memory: int = 0
+    pids_limit: int = 0
+    #: container port -> host port, published on bind_host only
+    ports: dict[int, int] = field(default_factory=dict)
+    bind_host: str = "127.0.0.1"
+
+
+@dataclass(frozen=True, slots=True)
+class ContainerInfo:
+    id: str
+    name: str
+    running: bool
+    status: str
+    exit_code: int | None
+    oom_killed: bool
+    labels: dict[str, str]
+    created: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ContainerEvent:
+    """One Docker event about a container (action: die, oom, destroy, start...)."""
+
+    action: str
+    container_id: str
+    labels: dict[str, str]
+    exit_code: int | None
+
+
+@contextlib.contextmanager
+def _translate(what: str) -> Iterator[None]:
+    """The one place where aiodocker's errors become kernlet's."""
+    try:
+        yield
+    except aiodocker.DockerError as exc:
+        message = f"{what}: {exc.message}"
+        if exc.status == 404:
+            if "image" in what or "No such image" in str(exc.message):
+                raise ImageNotFound(message) from exc
+            raise ContainerNotFound(message) from exc
+        raise DockerError(message) from exc
+    except (aiohttp.ClientError, OSError) as exc:
+        raise DockerError(f"{what}: Docker Engine unreachable: {exc}") from exc
+
+
+def _container_info(raw: dict[str, Any]) -> ContainerInfo:
+    state = raw.get("State") or {}
+    cfg = raw.get("Config") or {}
+    running = bool(state.get("Running"))
+    return ContainerInfo(
+        id=raw["Id"],
+        name=str(raw.get("Name", "")).lstrip("/"),
+        running=running,
+        status=str(state.get("Status", "")),
+        exit_code=None if running else state.get("ExitCode"),
+        oom_killed=bool(state.get("OOMKilled")),
+        labels=dict(cfg.get("Labels") or {}),
+        created=str(raw.get("Created", "")),
+    )
+
+
+class DockerDriver:
+    """Async Docker client for kernel containers."""
+
+    def __init__(self, url: str = "unix:///var/run/docker.sock") -> None:
+        self._url = url
+        self._docker: aiodocker.Docker | None = None
+
+    @property
+    def _d(self) -> aiodocker.Docker:
+        if self._docker is None:
+            self._docker = aiodocker.Docker(url=self._url)
+        return self._docker
+
+    async def close(self) -> None:
+        if self._docker is not None:
+            await self._docker.close()
+            self._docker = None
+
+    async def ping(self) -> None:
+        with _translate("ping"):
+            await self._d.version()
+
+    async def image(self, name: str) -> ImageInfo:
+        with _translate(f"inspect image {name}"):
+            raw = await self._d.images.inspect(name)
+        cfg = raw.get("Config") or {}
+        return ImageInfo(
+            id=raw["Id"],
+            tags=tuple(raw.get("RepoTags") or ()),
+            labels=dict(cfg.get("Labels") or {}),
+        )
+
+    async def images(self, label: str) -> list[ImageInfo]:
+        with _translate("list images"):
+            raws = await self._d.images.list(filters=json.dumps({"label": [label]}))
+        return [
+            ImageInfo(id=r["Id"], tags=tuple(r.get("RepoTags") or ()), labels=r.get("Labels") or {})
+            for r in raws
+        ]
+
+    async def create(self, spec: ContainerSpec) -> str:
+        host_config: dict[str, Any] = {
+            "Init": True,
+            "Binds": [f"{h}:{c}:{'ro' if ro else 'rw'}" for h, c, ro in spec.mounts],
+            "SecurityOpt": ["no-new-privileges"],
+            "CapDrop": ["ALL"],
+            "PortBindings": {
+                f"{cport}/tcp": [{"HostIp": spec.bind_host, "HostPort": str(hport)}]
+                for cport, hport in spec.ports.items()
+            },
+        }
+        if spec.nano_cpus:
+            host_config["NanoCpus"] = spec.nano_cpus
+        if spec.cpuset:
+            host_config["CpusetCpus"] = spec.cpuset
+        if spec.memory:
+            host_config["Memory"] = spec.memory
+            host_config["MemorySwap"] = spec.memory
+        if spec.pids_limit:
+            host_config["PidsLimit"] = spec.pids_limit
+        config: dict[str, Any] = {
+            "Image": spec.image,
+            "Cmd": list(spec.cmd),
+            "Labels": spec.labels,
+            "Env": [f"{k}={v}" for k, v in spec.env.items()],
+            "User": spec.user,
+            "WorkingDir": spec.workdir,
+            "StopSignal": "SIGINT",
+            "ExposedPorts": {f"{p}/tcp": {} for p in spec.ports},
+            "HostConfig": host_config,
+        }
+        with _translate(f"create container {spec.name} from image {spec.image}"):
+            container = await self._d.containers.create(config, name=spec.name)
+        return str(container.id)
+
+    async def start(self, container_id: str) -> None:
+        with _translate(f"start container {container_id[:12]}"):
+            await self._d.containers.container(container_id).start()
+
+    async def stop(self, container_id: str, grace: float) -> None:
+        with _translate(f"stop container {container_id[:12]}"):
+            await self._d.containers.container(container_id).stop(t=int(grace))
+
+    async def kill(self, container_id: str, signal: str = "SIGKILL") -> None:
+        with _translate(f"kill container {container_id[:12]}"):
+            await self._d.containers.container(container_id).kill(signal=signal)
+
+    async def remove(self, container_id: str) -> None:
+        """Remove a container (force); a container already gone is not an error."""
+        with contextlib.suppress(ContainerNotFound), _translate(f"remove {container_id[:12]}"):
+            await self._d.containers.container(container_id).delete(force=True, v=True)
+
+    async def inspect(self, container_id: str) -> ContainerInfo:
+        with _translate(f"inspect container {container_id[:12]}"):
+            raw = await self._d.containers.container(container_id).show()
+        return _container_info(raw)
+
+    async def list(self, labels: dict[str, str]) -> list[ContainerInfo]:
+        """Containers (running or not) carrying all of these labels."""
+        flt = {"label": [f"{k}={v}" for k, v in labels.items()]}
+        with _translate("list containers"):
+            items = await self._d.containers.list(all=True, filters=json.dumps(flt))
+        out = []
+        for item in items:
+            with contextlib.suppress(ContainerNotFound):
+                out.append(await self.inspect(item.id))
+        return out
+
+    async def logs(self, container_id: str, tail: int = 1000) -> str:
+        with _translate(f"logs of {container_id[:12]}"):
+            lines = await self._d.containers.container(container_id).log(
+                stdout=True, stderr=True, tail=tail
+            )
+        return "".join(lines)
+
+    async def events(self, labels: dict[str, str]) -> AsyncIterator[ContainerEvent]:
+        """Container events for containers with these labels, until cancelled.
+
+        Reconnects after a broken stream (Docker restarts) with a short pause.
+        """
+        flt = json.dumps(
+            {"type": ["container"], "label": [f"{k}={v}" for k, v in labels.items()]}
+        )
+        while True:
+            try:
+                with _translate("event stream"):
+                    async with self._d._query(
+                        "events", method="GET", params={"filters": flt}, timeout=None
+                    ) as resp:
+                        async for line in resp.content:
+                            if not line.strip():
+                                continue
+                            raw = json.loads(line)
+                            actor = raw.get("Actor") or {}
+                            attrs = dict(actor.get("Attributes") or {})
+                            code = attrs.get("exitCode")
+                            yield ContainerEvent(
+                                action=str(raw.get("Action") or raw.get("status") or ""),
+                                container_id=str(actor.get("ID") or raw.get("id") or ""),
+                                labels=attrs,
+                                exit_code=int(code) if code is not None else None,
+                            )
+            except DockerError as exc:
+                log.warning("docker event stream broke (%s); reconnecting", exc)
+            except (TimeoutError, aiohttp.ClientPayloadError) as exc:
+                log.warning("docker event stream ended (%s); reconnecting", exc)
+            await asyncio.sleep(1.0)

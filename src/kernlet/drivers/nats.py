@@ -1,0 +1,169 @@
+"""NATS driver over nats-py: connect, serve requests, publish events (JetStream when present).
+
+nats-py errors are translated into :class:`kernlet.errors.BusError` in :func:`_translate`.
+Runs on the agent's event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import ssl
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import nats
+import nats.errors
+import nats.js.errors
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.js.api import StreamConfig
+
+from kernlet.errors import BusError
+
+__all__ = ["BusSettings", "NatsDriver", "Request"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class BusSettings:
+    url: str
+    user: str | None = None
+    password: str | None = None
+    tls_ca: Path | None = None
+    name: str = "kernlet"
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """One incoming request: its subject, body and where the reply goes."""
+
+    subject: str
+    data: bytes
+    reply: str
+
+
+@contextlib.contextmanager
+def _translate(what: str) -> Iterator[None]:
+    try:
+        yield
+    except (nats.errors.Error, nats.js.errors.Error, OSError) as exc:
+        raise BusError(f"{what}: {type(exc).__name__}: {exc}") from exc
+    except TimeoutError as exc:
+        raise BusError(f"{what}: timed out") from exc
+
+
+class NatsDriver:
+    """A NATS connection that reconnects forever and reports its state."""
+
+    def __init__(self, settings: BusSettings) -> None:
+        self._settings = settings
+        self._nc: Client | None = None
+        self.jetstream = False
+        self._on_reconnect: list[Callable[[], Awaitable[None]]] = []
+
+    @property
+    def connected(self) -> bool:
+        return self._nc is not None and self._nc.is_connected
+
+    def on_reconnect(self, callback: Callable[[], Awaitable[None]]) -> None:
+        self._on_reconnect.append(callback)
+
+    async def connect(self, timeout: float = 5.0) -> None:
+        s = self._settings
+        tls = ssl.create_default_context(cafile=str(s.tls_ca)) if s.tls_ca else None
+
+        async def reconnected() -> None:
+            log.info("NATS reconnected")
+            for cb in self._on_reconnect:
+                await cb()
+
+        async def disconnected() -> None:
+            log.warning("NATS disconnected")
+
+        async def error(exc: Exception) -> None:
+            log.debug("NATS error: %s", exc)
+
+        with _translate(f"connect to {s.url}"):
+            self._nc = await nats.connect(
+                s.url,
+                name=s.name,
+                user=s.user,
+                password=s.password,
+                tls=tls,
+                connect_timeout=timeout,
+                max_reconnect_attempts=-1,
+                reconnect_time_wait=0.5,
+                allow_reconnect=True,
+                reconnected_cb=reconnected,
+                disconnected_cb=disconnected,
+                error_cb=error,
+                pending_size=64 * 1024 * 1024,
+            )
+
+    async def close(self) -> None:
+        if self._nc is not None:
+            with contextlib.suppress(Exception):
+                await self._nc.drain()
+            self._nc = None
+
+    @property
+    def _c(self) -> Client:
+        if self._nc is None:
+            raise BusError("not connected to NATS")
+        return self._nc
+
+    async def ensure_stream(self, name: str, subjects: list[str]) -> bool:
+        """Create or update the JetStream stream; False when the server has no JetStream."""
+        js = self._c.jetstream()
+        config = StreamConfig(
+            name=name, subjects=subjects, duplicate_window=600.0, max_age=7 * 24 * 3600.0
+        )
+        try:
+            try:
+                await js.add_stream(config)
+            except nats.js.errors.BadRequestError:
+                await js.update_stream(config)
+        except (nats.errors.NoRespondersError, nats.js.errors.ServiceUnavailableError):
+            self.jetstream = False
+            return False
+        except (nats.errors.TimeoutError, nats.js.errors.APIError) as exc:
+            log.warning("JetStream unavailable (%s); publishing plain NATS events", exc)
+            self.jetstream = False
+            return False
+        self.jetstream = True
+        return True
+
+    async def serve(
+        self, subject: str, handler: Callable[[Request], Coroutine[Any, Any, None]]
+    ) -> None:
+        """Handle each request on its own task, so a slow one never holds up the next."""
+        tasks: set[asyncio.Task[None]] = set()
+
+        async def on_msg(msg: Msg) -> None:
+            task = asyncio.create_task(handler(Request(msg.subject, msg.data, msg.reply)))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+
+        with _translate(f"subscribe {subject}"):
+            await self._c.subscribe(subject, cb=on_msg, pending_msgs_limit=65536)
+
+    async def publish(self, subject: str, data: bytes) -> None:
+        with _translate(f"publish {subject}"):
+            await self._c.publish(subject, data)
+
+    async def publish_event(self, subject: str, data: bytes, msg_id: str) -> None:
+        """Publish durably: JetStream ack with dedupe by msg id; else publish and flush."""
+        if self.jetstream:
+            with _translate(f"publish event {subject}"):
+                await self._c.jetstream().publish(
+                    subject, data, headers={"Nats-Msg-Id": msg_id}, timeout=5.0
+                )
+            return
+        with _translate(f"publish event {subject}"):
+            await self._c.publish(subject, data, headers={"Nats-Msg-Id": msg_id})
+            await self._c.flush(timeout=5)

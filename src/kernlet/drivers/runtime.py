@@ -1,0 +1,140 @@
+"""Agent side of the runtime channel: a unix socket to the runtime inside a kernel container.
+
+The runtime is the server (its socket lives in a bind-mounted directory, so the channel needs
+no host port and survives an agent restart). Frames are those of :mod:`kernlet.events.codec`.
+Requests carrying ``req`` get their reply matched by it; run messages (``run_id``) go to the
+``on_run`` callback. Runs on the agent's event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from kernlet.errors import RuntimeUnavailable
+from kernlet.events.codec import CodecError, FrameReader, frame
+
+__all__ = ["RuntimeChannel"]
+
+log = logging.getLogger(__name__)
+
+RunCallback = Callable[[dict[str, Any]], None]
+
+
+class RuntimeChannel:
+    """One connection to one kernel's runtime; reconnects when asked."""
+
+    def __init__(self, socket_path: Path, on_run: RunCallback, on_lost: Callable[[], None]) -> None:
+        self.path = socket_path
+        self._on_run = on_run
+        self._on_lost = on_lost
+        self._writer: asyncio.StreamWriter | None = None
+        self._reader_task: asyncio.Task[None] | None = None
+        self._pending: dict[int, asyncio.Future[dict[str, Any]]] = {}
+        self._ids = itertools.count(1)
+        self._closed = False
+
+    @property
+    def connected(self) -> bool:
+        return self._writer is not None and not self._writer.is_closing()
+
+    async def connect(self, timeout: float) -> dict[str, Any]:
+        """Connect (retrying while the runtime starts) until it reports ready; its status."""
+        deadline = time.monotonic() + timeout
+        last: Exception | None = None
+        while time.monotonic() < deadline and not self._closed:
+            try:
+                if not self.connected:
+                    await self._open()
+                status = await self.request({"op": "status"}, timeout=2.0)
+                if status.get("data", {}).get("ready"):
+                    return dict(status["data"])
+            except (TimeoutError, OSError, RuntimeUnavailable) as exc:
+                last = exc
+                await self._drop()
+            await asyncio.sleep(0.05)
+        raise RuntimeUnavailable(f"runtime at {self.path} not ready after {timeout:.0f} s: {last}")
+
+    async def _open(self) -> None:
+        reader, writer = await asyncio.open_unix_connection(str(self.path), limit=2**24)
+        self._writer = writer
+        self._reader_task = asyncio.create_task(self._read(reader, writer))
+
+    async def _read(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        frames = FrameReader()
+        try:
+            while True:
+                data = await reader.read(1 << 20)
+                if not data:
+                    break
+                for msg in frames.feed(data):
+                    self._dispatch(msg)
+        except (OSError, CodecError) as exc:
+            log.warning("runtime channel %s broke: %s", self.path, exc)
+        finally:
+            if self._writer is writer:
+                self._writer = None
+                self._fail_pending("runtime connection lost")
+                if not self._closed:
+                    self._on_lost()
+
+    def _dispatch(self, msg: dict[str, Any]) -> None:
+        req = msg.get("req")
+        if req is not None and req in self._pending:
+            fut = self._pending.pop(req)
+            if not fut.done():
+                fut.set_result(msg)
+            return
+        if msg.get("run_id") is not None:
+            self._on_run(msg)
+        else:
+            log.debug("runtime %s says %s", self.path, msg)
+
+    def _fail_pending(self, why: str) -> None:
+        for fut in self._pending.values():
+            if not fut.done():
+                fut.set_exception(RuntimeUnavailable(why))
+        self._pending.clear()
+
+    async def send(self, msg: dict[str, Any]) -> None:
+        if self._writer is None or self._writer.is_closing():
+            raise RuntimeUnavailable(f"runtime at {self.path} is not connected")
+        try:
+            self._writer.write(frame(msg))
+            await self._writer.drain()
+        except (OSError, ConnectionError) as exc:
+            raise RuntimeUnavailable(f"runtime at {self.path}: {exc}") from exc
+
+    async def request(self, msg: dict[str, Any], timeout: float = 10.0) -> dict[str, Any]:
+        req = next(self._ids)
+        fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self._pending[req] = fut
+        try:
+            await self.send({**msg, "req": req})
+            reply = await asyncio.wait_for(fut, timeout)
+        finally:
+            self._pending.pop(req, None)
+        if reply.get("t") == "error":
+            raise RuntimeUnavailable(str(reply.get("data", {}).get("message", reply)))
+        return reply
+
+    async def _drop(self) -> None:
+        writer, self._writer = self._writer, None
+        if writer is not None:
+            writer.close()
+            with contextlib.suppress(Exception):
+                await writer.wait_closed()
+        if self._reader_task is not None:
+            self._reader_task.cancel()
+            self._reader_task = None
+
+    async def close(self) -> None:
+        self._closed = True
+        self._fail_pending("runtime channel closed")
+        await self._drop()

@@ -1,0 +1,175 @@
+"""Wiring of one agent process: loop thread, drivers, event log, actors, NATS service.
+
+Start order: loop → event log (open, replay live kernels) → Docker → NATS (+ JetStream stream)
+→ agent actor (re-adopts the live kernels of the log) → agent_started → command server,
+Docker event watch, outbox. Stop (SIGTERM/SIGINT) lets go of kernels without touching their
+containers: they are re-adopted at the next start. Destroying all kernels is a command.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import threading
+import time
+from typing import Any
+
+import pykka
+
+from kernlet.actors.agent import AgentActor
+from kernlet.actors.bus import CommandServer
+from kernlet.actors.context import AgentContext
+from kernlet.actors.loop import LoopThread
+from kernlet.actors.outbox import Outbox
+from kernlet.config import AgentConfig
+from kernlet.drivers.docker import LABEL_AGENT, DockerDriver
+from kernlet.drivers.nats import BusSettings, NatsDriver
+from kernlet.events import AGENT_STREAM, AgentStarted, AgentTerminated, new_envelope
+from kernlet.store import SQLiteEventLog
+
+__all__ = ["AgentService"]
+
+log = logging.getLogger(__name__)
+
+
+class AgentService:
+    """One running agent. ``start()`` and ``stop()`` are called from a plain thread."""
+
+    def __init__(self, cfg: AgentConfig) -> None:
+        self.cfg = cfg
+        self.loop = LoopThread()
+        self.store = SQLiteEventLog(cfg.log_path)
+        self.docker = DockerDriver(cfg.docker.url)
+        n = cfg.nats
+        self.bus = NatsDriver(
+            BusSettings(url=n.url, user=n.user, password=n.password, tls_ca=n.tls_ca,
+                        name=f"kernlet-agent-{cfg.agent.id}")
+        )
+        self.outbox = Outbox(self.bus, self.store, n.subject_prefix, cfg.agent.id)
+        self.agent: pykka.ActorRef[Any] | None = None
+        self.server: CommandServer | None = None
+        self._tasks: list[asyncio.Task[Any]] = []
+        self._stopped = threading.Event()
+        self.started_at = 0.0
+
+    def start(self) -> None:
+        t0 = time.monotonic()
+        self.started_at = time.time()
+        for d in (self.cfg.agent.var_dir, self.cfg.scratch_root, self.cfg.ipc_root):
+            d.mkdir(parents=True, exist_ok=True)
+        self.loop.start()
+        self.loop.run(self._open())
+        live = self.loop.run(self.store.live_kernels())
+        known = set(self.loop.run(self.store.kernel_ids()))
+        agent_seq = self.loop.run(self.store.last_seq(AGENT_STREAM))
+        ctx = AgentContext(
+            cfg=self.cfg, loop=self.loop, store=self.store, docker=self.docker,
+            outbox=self.outbox,
+            create_slots=self.loop.run(_semaphore(self.cfg.agent.kernel_creation_concurrency)),
+        )
+        self.agent = AgentActor.start(ctx, known, agent_seq + 1)
+        proxy = self.agent.proxy()
+        proxy.adopt(live).get()
+        self._agent_event(agent_seq + 1, AgentStarted(reason="started", agent_id=self.cfg.agent.id))
+        self.server = CommandServer(self.bus, self.agent, self.cfg.nats.subject_prefix,
+                                    self.cfg.agent.id, self.cfg.limits.max_request)
+        self.loop.run(self._serve())
+        log.info("agent %s ready in %.2f s with %d live kernel(s) from the log",
+                 self.cfg.agent.id, time.monotonic() - t0, len(live))
+
+    def _agent_event(self, seq: int, body: Any) -> None:
+        self.loop.run(self.outbox_persist(new_envelope(AGENT_STREAM, seq, body)))
+
+    async def outbox_persist(self, env: Any) -> None:
+        await self.store.append([env])
+        self.outbox.enqueue(env)
+
+    async def _open(self) -> None:
+        await self.store.open()
+        await self.docker.ping()
+        await self.bus.connect()
+        if self.cfg.nats.jetstream:
+            await self.bus.ensure_stream(
+                self.cfg.nats.stream_name, [f"{self.cfg.nats.subject_prefix}.events.>"]
+            )
+
+        async def resync() -> None:
+            self.outbox.poke()
+
+        self.bus.on_reconnect(resync)
+
+    async def _serve(self) -> None:
+        assert self.server is not None
+        await self.server.start()
+        self._tasks.append(asyncio.create_task(self.outbox.run(), name="outbox"))
+        self._tasks.append(asyncio.create_task(self._watch_docker(), name="docker-events"))
+
+    async def _watch_docker(self) -> None:
+        assert self.agent is not None
+        async for ev in self.docker.events({LABEL_AGENT: self.cfg.agent.id}):
+            try:
+                self.agent.tell(ev)
+            except pykka.ActorDeadError:
+                return
+
+    def stop(self) -> None:
+        """Shut down, leaving kernels running. Safe to call twice."""
+        if self._stopped.is_set():
+            return
+        self._stopped.set()
+        if self.agent is not None and self.agent.is_alive():
+            proxy = self.agent.proxy()
+            seq = proxy.next_agent_seq().get()
+            proxy.shutdown_kernels().get()
+            deadline = time.monotonic() + 10
+            while proxy.kernels_alive().get() and time.monotonic() < deadline:
+                time.sleep(0.05)
+            try:
+                self._agent_event(seq, AgentTerminated(reason="shutdown",
+                                                       agent_id=self.cfg.agent.id))
+                self.loop.run(self._flush_outbox(), timeout=5)
+            except Exception as exc:  # noqa: BLE001 - shutdown goes on whatever happens
+                log.warning("could not record agent_terminated: %s", exc)
+            self.agent.stop()
+        pykka.ActorRegistry.stop_all()
+        if self.loop.loop.is_running():
+            try:
+                self.loop.run(self._close(), timeout=10)
+            except Exception as exc:  # noqa: BLE001
+                log.warning("closing drivers: %s", exc)
+        self.loop.stop()
+
+    async def _flush_outbox(self) -> None:
+        for _ in range(50):
+            if await self.store.undelivered_count() == 0:
+                return
+            await asyncio.sleep(0.05)
+
+    async def _close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.bus.close()
+        await self.docker.close()
+        await self.store.close()
+
+    def run_until_signalled(self) -> None:
+        """Start, then block until SIGTERM or SIGINT; then stop (kernels keep running)."""
+        done = threading.Event()
+
+        def on_signal(signum: int, _frame: Any) -> None:
+            log.info("signal %d: shutting down (kernels keep running)", signum)
+            done.set()
+
+        signal.signal(signal.SIGTERM, on_signal)
+        signal.signal(signal.SIGINT, on_signal)
+        self.start()
+        print(f"kernlet agent {self.cfg.agent.id} ready", flush=True)
+        while not done.wait(1.0):
+            pass
+        self.stop()
+
+
+async def _semaphore(n: int) -> asyncio.Semaphore:
+    return asyncio.Semaphore(n)
