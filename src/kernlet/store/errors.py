@@ -30,11 +30,11 @@ class StoreError(Exception):
     """Anything the event log refuses or fails to do."""
 
 
-class StoreClosed(StoreError):  # noqa: N818 - names what happened, like IllegalTransition
+class StoreClosed(StoreError):
     """The log is not open: it was never opened, or it was closed."""
 
 
-class SchemaTooNew(StoreError):  # noqa: N818 - names what happened
+class SchemaTooNew(StoreError):
     """The database was written by a newer kernlet; this one leaves it untouched."""
 
     def __init__(self, path: str, found: int, supported: int) -> None:
@@ -46,7 +46,7 @@ class SchemaTooNew(StoreError):  # noqa: N818 - names what happened
         )
 
 
-class AppendConflict(StoreError):  # noqa: N818 - the kind of its subclasses' names
+class AppendConflict(StoreError):
     """An append that would break the log's order or identity; none of it was written."""
 
 
