@@ -9,13 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from kernlet.events.codec import EVENT_TYPES
+from fixtures.bodies import body
 from kernlet.events.lifecycle import IllegalTransition, KernelState, State, replay
 from kernlet.events.types import (
     AGENT_STREAM,
     AgentStarted,
     Envelope,
-    EventBody,
     ExecutionStarted,
     KernelPreparing,
     new_envelope,
@@ -31,17 +30,6 @@ from kernlet.store import (
 )
 
 RUNNING_PATH = ("kernel_preparing", "kernel_creating", "container_created", "kernel_started")
-
-
-def body(type_name: str) -> EventBody:
-    """A valid body of the type: every required field (all are str) set to a marker."""
-    cls = EVENT_TYPES[type_name]
-    required = [
-        f.name
-        for f in dataclasses.fields(cls)
-        if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
-    ]
-    return cls(**{name: f"{name}-x" for name in required})
 
 
 def envs(kernel_id: str, types: tuple[str, ...], start: int = 1) -> list[Envelope]:
