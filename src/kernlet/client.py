@@ -200,18 +200,18 @@ class KernletClient:
         call_mode, text = mode, code
         while True:
             result: dict[str, Any] = {}
+            prompt: Any = {}
             async for kind, data in self.stream(kernel_id, text, call_mode, run_id, opts):
                 if kind == "result":
                     result = dict(data)
-                elif on_output is not None and kind != "waiting-input":
+                elif kind == "waiting-input":
+                    prompt = data
+                elif on_output is not None:
                     maybe = on_output(kind, data)
                     if asyncio.iscoroutine(maybe):
                         await maybe
             if result.get("status") != "waiting-input":
                 return result
-            prompt: Any = next(
-                (d for k, d in result.get("console", []) if k == "waiting-input"), {}
-            )
             if on_input is None:
                 await self.interrupt(kernel_id)
                 call_mode, text = "continue", ""

@@ -73,7 +73,8 @@ class AgentService:
         proxy.adopt(live).get()
         self._agent_event(agent_seq + 1, AgentStarted(reason="started", agent_id=self.cfg.agent.id))
         self.server = CommandServer(self.bus, self.agent, self.cfg.nats.subject_prefix,
-                                    self.cfg.agent.id, self.cfg.limits.max_request)
+                                    self.cfg.agent.id, self.cfg.limits.max_request,
+                                    self.cfg.limits.max_code)
         self.loop.run(self._serve())
         log.info("agent %s ready in %.2f s with %d live kernel(s) from the log",
                  self.cfg.agent.id, time.monotonic() - t0, len(live))

@@ -59,7 +59,8 @@ class AgentProcess:
         self.config = root / "agent.toml"
         self.config.write_text(
             f'[agent]\nid = "{agent_id}"\nvar-dir = "{self.var_dir}"\n'
-            f'[container]\nstop-grace = 2\n{extra}'
+            f'[container]\nstop-grace = 2\n[limits]\nmax-request = "256k"\n'
+            f'max-code = "128k"\n{extra}'
         )
         self.log = root / "agent.log"
         self.proc: subprocess.Popen[bytes] | None = None

@@ -54,7 +54,9 @@ async def test_not_a_kernel_image(client: KernletClient, agent: AgentProcess) ->
     [
         ("create_kernels", b"\xc1\xc1 not msgpack", InvalidRequest),
         ("create_kernels", None, InvalidRequest),
-        ("execute", "x" * (2 * 1024 * 1024), InvalidRequest),
+        ("execute", "x" * (300 * 1024), InvalidRequest),
+        ("execute", {"kernel_id": "k", "run_id": "r", "code": "x" * (200 * 1024)},
+         InvalidRequest),
         ("execute", [1, 2, 3], InvalidRequest),
         ("no_such_command", {}, UnknownCommand),
     ],

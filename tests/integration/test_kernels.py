@@ -195,7 +195,7 @@ async def test_container_removed_behind_agents_back(
 
 
 async def test_oom_kill_is_reported(client: KernletClient, agent: AgentProcess) -> None:
-    k = await client.create_kernel(IMAGE, mem=96 * 1024**2)
+    k = await client.create_kernel(IMAGE, mem=256 * 1024**2)
     task = asyncio.create_task(
         client.run(k["id"], "blocks = []\nwhile True: blocks.append(bytearray(8 * 1024 * 1024))")
     )

@@ -33,7 +33,13 @@ from kernlet.actors.messages import (
 )
 from kernlet.actors.reply import Gather
 from kernlet.drivers.docker import LABEL_KERNEL, ContainerEvent
-from kernlet.errors import InternalError, KernelAlreadyExists, KernelNotFound, KernelNotRunning
+from kernlet.errors import (
+    InternalError,
+    KernelAlreadyExists,
+    KernelNotFound,
+    KernelNotRunning,
+    KernletError,
+)
 from kernlet.events import (
     AGENT_STREAM,
     AgentError,
@@ -131,6 +137,8 @@ class AgentActor(LoopActor):
             case Command():
                 try:
                     self._command(message)
+                except KernletError as exc:
+                    message.reply.error(exc)
                 except Exception as exc:
                     log.exception("command failed")
                     self.record_agent_event(

@@ -34,12 +34,14 @@ class CommandServer:
         prefix: str,
         agent_id: str,
         max_request: int,
+        max_code: int,
     ) -> None:
         self._bus = bus
         self._agent = agent
         self._prefix = prefix
         self._agent_id = agent_id
         self._max = max_request
+        self._max_code = max_code
         self.handled = 0
         self.errors = 0
 
@@ -70,6 +72,11 @@ class CommandServer:
         except CodecError as exc:
             raise InvalidRequest(f"{command}: {exc}") from exc
         parsed = parse_request(command, payload)
+        if isinstance(parsed, Execute) and len(parsed.code.encode()) > self._max_code:
+            raise InvalidRequest(
+                f"execute: code of {len(parsed.code.encode())} bytes exceeds the limit "
+                f"of {self._max_code} bytes"
+            )
         reply = Reply.new(asyncio.get_running_loop())
         sink = None
         if isinstance(parsed, Execute) and parsed.stream and req.reply:

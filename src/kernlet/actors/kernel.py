@@ -16,6 +16,7 @@ Restart keeps allocation and scratch: record restarting → remove container →
 
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures
 import logging
 import time
@@ -105,6 +106,7 @@ class KernelActor(LoopActor):
         self._oom = False
         self._died_exit: int | None = None
         self._tearing_down = False
+        self._teardown_tries = 0
         self._create_started = 0.0
         #: whether the step in flight may be cancelled by a destroy (never a docker create)
         self._cancellable = False
@@ -116,7 +118,8 @@ class KernelActor(LoopActor):
         """Apply the event to the state, append it durably, then continue with ``then``."""
         env = new_envelope(self.kernel_id, (self.state.seq if self.state else 0) + 1, body)
         self.state = apply(self.state, env)
-        log.info("kernel %s #%d %s %s", self.kernel_id, env.seq, body.TYPE,
+        level = logging.DEBUG if body.TYPE.startswith("execution_") else logging.INFO
+        log.log(level, "kernel %s #%d %s %s", self.kernel_id, env.seq, body.TYPE,
                  getattr(body, "reason", "") or getattr(body, "container_id", "")[:12])
         self.agent.tell(KernelUpdated(self.state))
         self.spawn(self.ctx.persist(env), then=lambda _: then() if then else None)
@@ -418,11 +421,20 @@ class KernelActor(LoopActor):
         self.spawn(run(), then=self._torn_down, fail=self._teardown_failed)
 
     def _teardown_failed(self, err: BaseException) -> None:
-        log.error("kernel %s: teardown failed: %s", self.kernel_id, err)
-        self._tearing_down = False
+        """Retry with backoff: a kernel is only recorded terminated once it is clean."""
+        self._teardown_tries += 1
+        delay = min(30.0, 0.5 * 2**self._teardown_tries)
+        log.error("kernel %s: teardown failed (try %d, again in %.1f s): %s",
+                  self.kernel_id, self._teardown_tries, delay, err)
         for reply in self._waiters:
             reply.error(err)
         self._waiters.clear()
+
+        def again(_: Any) -> None:
+            self._tearing_down = False
+            self._teardown()
+
+        self.spawn(asyncio.sleep(delay), then=again)
 
     def _torn_down(self, exit_code: int | None) -> None:
         assert self.state is not None

@@ -207,10 +207,27 @@ class DockerDriver:
         with _translate(f"kill container {container_id[:12]}"):
             await self._d.containers.container(container_id).kill(signal=signal)
 
-    async def remove(self, container_id: str) -> None:
-        """Remove a container (force); a container already gone is not an error."""
-        with contextlib.suppress(ContainerNotFound), _translate(f"remove {container_id[:12]}"):
-            await self._d.containers.container(container_id).delete(force=True, v=True)
+    async def remove(self, container_id: str, wait: float = 30.0) -> None:
+        """Remove a container (force); one already gone, or being removed, is not an error.
+
+        Returns when the container no longer exists (or after ``wait`` seconds).
+        """
+        try:
+            with _translate(f"remove {container_id[:12]}"):
+                await self._d.containers.container(container_id).delete(force=True, v=True)
+            return
+        except ContainerNotFound:
+            return
+        except DockerError as exc:
+            if "already in progress" not in exc.message:
+                raise
+        deadline = asyncio.get_running_loop().time() + wait
+        while asyncio.get_running_loop().time() < deadline:
+            try:
+                await self.inspect(container_id)
+            except ContainerNotFound:
+                return
+            await asyncio.sleep(0.1)
 
     async def inspect(self, container_id: str) -> ContainerInfo:
         with _translate(f"inspect container {container_id[:12]}"):
