@@ -108,6 +108,17 @@ class LimitsSection(_Section):
         return parse_size(v)
 
 
+class WatcherSection(_Section):
+    """The operators' HTTP endpoint served by the watcher actor inside the agent."""
+
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    #: 0 picks a free port (tests); the reference uses 6009
+    port: int = Field(default=6009, ge=0, le=65535)
+    #: token required by the operations (header X-Kernlet-Token); None disables operations
+    token: str | None = None
+
+
 class AgentConfig(_Section):
     """The whole agent configuration."""
 
@@ -116,6 +127,7 @@ class AgentConfig(_Section):
     docker: DockerSection = DockerSection()
     container: ContainerSection = ContainerSection()
     limits: LimitsSection = LimitsSection()
+    watcher: WatcherSection = WatcherSection()
 
     @property
     def log_path(self) -> Path:

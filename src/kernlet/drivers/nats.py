@@ -65,6 +65,7 @@ class NatsDriver:
         self._nc: Client | None = None
         self.jetstream = False
         self._on_reconnect: list[Callable[[], Awaitable[None]]] = []
+        self._closing = False
 
     @property
     def connected(self) -> bool:
@@ -83,7 +84,8 @@ class NatsDriver:
                 await cb()
 
         async def disconnected() -> None:
-            log.warning("NATS disconnected")
+            if not self._closing:
+                log.warning("NATS disconnected")
 
         async def error(exc: Exception) -> None:
             log.debug("NATS error: %s", exc)
@@ -106,6 +108,7 @@ class NatsDriver:
             )
 
     async def close(self) -> None:
+        self._closing = True
         if self._nc is not None:
             with contextlib.suppress(Exception):
                 await self._nc.drain()
