@@ -38,6 +38,7 @@ from sqlalchemy import (
     select,
     text,
 )
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from kernlet.events.lifecycle import is_live
@@ -49,6 +50,7 @@ __all__ = [
     "BEGIN_OPTION",
     "RECORD_COLUMNS",
     "SCHEMA_VERSION",
+    "UPSERT_STREAM",
     "as_row",
     "configure",
     "events",
@@ -111,6 +113,18 @@ RECORD_COLUMNS = (
     events.c.time,
     events.c.payload,
 )
+
+
+def _upsert_stream() -> Any:
+    stmt = sqlite_insert(streams)
+    changed = ("last_seq", "state", "live", "updated_at")
+    return stmt.on_conflict_do_update(
+        index_elements=[streams.c.stream_id], set_={c: stmt.excluded[c] for c in changed}
+    )
+
+
+#: writes a stream's head, whether the stream is new or not (built once: building is slow)
+UPSERT_STREAM = _upsert_stream()
 
 
 def configure(engine: Engine, busy_timeout_ms: int) -> None:

@@ -6,10 +6,11 @@ connection (see :mod:`kernlet.store.batch`): every request waiting when a transa
 joins it, so N concurrent appends cost one fsync. Readers use other pooled connections and
 see the last committed state (WAL lets them run beside the writer).
 
-A batch is first written in one go inside a SAVEPOINT. Should the database still refuse it
-(an event id already in the log, or a file changed behind this object's back), that savepoint
-is rolled back and the batch is written again one request at a time, each in its own
-savepoint, so only the offending requests fail, with errors raised from the SQLAlchemy error.
+A batch is validated against the cached stream heads, then written in one go (BEGIN
+IMMEDIATE, two multi-row INSERTs, COMMIT). Should the database still refuse it (an event id
+already in the log, or a file changed behind this object's back), the transaction is rolled
+back and the batch written again in a new one, each request in its own SAVEPOINT, row by row,
+so only the offending requests fail, with errors raised from the SQLAlchemy error.
 
 One SQLiteEventLog per file: the writer caches the head of every stream it wrote to.
 """
@@ -22,7 +23,6 @@ from collections.abc import AsyncIterator, Iterable, Sequence
 from typing import Any
 
 from sqlalchemy import URL, false, func, select, update
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
@@ -43,6 +43,7 @@ from kernlet.store.records import Record, to_envelope, to_record
 from kernlet.store.schema import (
     BEGIN_OPTION,
     RECORD_COLUMNS,
+    UPSERT_STREAM,
     as_row,
     configure,
     events,
@@ -200,13 +201,13 @@ class SQLiteEventLog:
         assert conn is not None
         stale: set[str] = set()
         with translated():
-            async with conn.begin():
-                await self._load_heads(conn, reqs)
-                try:
-                    async with conn.begin_nested():
-                        staging, outcomes = stage_all(self._heads, reqs)
-                        await self._write(conn, staging.records, staging.heads, _marks(reqs))
-                except IntegrityError:
+            try:
+                async with conn.begin():
+                    await self._load_heads(conn, reqs)
+                    staging, outcomes = stage_all(self._heads, reqs)
+                    await self._write(conn, staging.records, staging.heads, _marks(reqs))
+            except IntegrityError:  # rolled back; now find the culprits, one by one
+                async with conn.begin():
                     staging, outcomes = await self._write_one_by_one(conn, reqs, stale)
         self._heads.update(staging.heads)
         for stream_id, head in staging.heads.items():
@@ -256,13 +257,8 @@ class SQLiteEventLog:
                 self._next_position += 1
             await conn.execute(events.insert(), rows)
         if heads:
-            upsert = sqlite_insert(streams)
-            upsert = upsert.on_conflict_do_update(
-                index_elements=[streams.c.stream_id],
-                set_={c: upsert.excluded[c] for c in ("last_seq", "state", "live", "updated_at")},
-            )
             rows = [stream_row(k, head) for k, head in heads.items()]
-            await conn.execute(upsert, rows)
+            await conn.execute(UPSERT_STREAM, rows)
         for start in range(0, len(marks), _MARK_CHUNK):
             chunk = marks[start : start + _MARK_CHUNK]
             mark = update(events).where(events.c.event_id.in_(chunk)).values(delivered=True)
