@@ -51,7 +51,10 @@ class AgentService:
         self.server: CommandServer | None = None
         self._tasks: list[asyncio.Task[Any]] = []
         self._stopped = threading.Event()
+        self.ctx: AgentContext | None = None
+        #: wall-clock time of the agent's start, and of the last relist of containers
         self.started_at = 0.0
+        self.last_reconcile: float | None = None
 
     def start(self) -> None:
         t0 = time.monotonic()
@@ -68,6 +71,7 @@ class AgentService:
             outbox=self.outbox,
             create_slots=self.loop.run(_semaphore(self.cfg.agent.kernel_creation_concurrency)),
         )
+        self.ctx = ctx
         self.agent = AgentActor.start(ctx, known, agent_seq + 1)
         proxy = self.agent.proxy()
         proxy.adopt(live).get()
@@ -80,11 +84,8 @@ class AgentService:
                  self.cfg.agent.id, time.monotonic() - t0, len(live))
 
     def _agent_event(self, seq: int, body: Any) -> None:
-        self.loop.run(self.outbox_persist(new_envelope(AGENT_STREAM, seq, body)))
-
-    async def outbox_persist(self, env: Any) -> None:
-        await self.store.append([env])
-        self.outbox.enqueue(env)
+        assert self.ctx is not None
+        self.loop.run(self.ctx.persist(new_envelope(AGENT_STREAM, seq, body)))
 
     async def _open(self) -> None:
         await self.store.open()

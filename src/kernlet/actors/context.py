@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from kernlet.actors.loop import LoopThread
@@ -14,6 +16,8 @@ from kernlet.store import EventLog
 
 __all__ = ["AgentContext"]
 
+log = logging.getLogger(__name__)
+
 
 @dataclass
 class AgentContext:
@@ -24,8 +28,15 @@ class AgentContext:
     outbox: Outbox
     #: bounds concurrent container creates+starts (created on the loop by the agent)
     create_slots: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(8))
+    #: called on the loop with each event once it is durable (watcher, metrics)
+    listeners: list[Callable[[Envelope], None]] = field(default_factory=list)
 
     async def persist(self, env: Envelope) -> None:
-        """Append durably, then hand to the outbox (loop side)."""
+        """Append durably, then hand to the outbox and the listeners (loop side)."""
         await self.store.append([env])
         self.outbox.enqueue(env)
+        for listener in self.listeners:
+            try:
+                listener(env)
+            except Exception:  # noqa: BLE001 - a listener must never break the log path
+                log.exception("event listener failed")
