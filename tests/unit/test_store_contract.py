@@ -296,3 +296,12 @@ def test_fold_is_replay_per_kernel() -> None:
     assert isinstance(states["a"], KernelState)
     assert states["b"].state is State.TERMINATED
     assert fold([]) == {}
+
+
+def test_public_surface() -> None:
+    import kernlet.store as store
+    from kernlet.store import errors
+
+    assert all(hasattr(store, name) for name in store.__all__)
+    assert len(set(store.__all__)) == len(store.__all__)
+    assert set(errors.__all__) <= set(store.__all__)
