@@ -1,0 +1,260 @@
+"""Kernel images, built locally from Debian packages (no registry can be reached).
+
+The Python kernel image is a Debian bookworm tree made by ``mmdebstrap`` (with the machine's
+network access to Debian's mirrors) and turned into an image by ``docker import``, which also
+sets its labels, environment and working directory. kernlet recognises its images by the
+label ``ai.kernlet.kernelspec``.
+
+The docker CLI is used through ``subprocess``: this runs before, and apart from, the agent's
+event loop, and the CLI's error messages are already the clearest available.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "DEFAULT_PYTHON_TAG",
+    "KERNELSPEC_LABEL",
+    "PYTHON_IMAGE_LABELS",
+    "PYTHON_PACKAGES",
+    "ImageError",
+    "ensure_python_image",
+    "image_id",
+    "list_images",
+    "python_build_commands",
+]
+
+DEFAULT_PYTHON_TAG = "kernlet/python:3.11"  # bookworm's python3 is 3.11
+SUITE = "bookworm"
+KERNELSPEC_LABEL = "ai.kernlet.kernelspec"
+WORK_UID = WORK_GID = 1000
+WORK_HOME = "/home/work"
+
+PYTHON_PACKAGES: tuple[str, ...] = (
+    "python3",
+    "python3-ipykernel",
+    "python3-jupyter-client",
+    "python3-matplotlib-inline",
+    "python3-msgpack",
+    "python3-matplotlib",
+    "python3-numpy",
+    # python3-fonttools (for matplotlib) needs "python3-scipy | python3-munkres": naming munkres
+    # keeps scipy out, and with it pythran, gcc and the C headers (about 400 MB).
+    "python3-munkres",
+    "ca-certificates",
+    "procps",
+)
+
+PYTHON_IMAGE_LABELS: dict[str, str] = {
+    KERNELSPEC_LABEL: "1",
+    "ai.kernlet.runtime-type": "python",
+    "ai.kernlet.runtime-path": "/usr/bin/python3",
+    "ai.kernlet.features": "query,batch,input,interrupt,complete",
+    "ai.kernlet.service-ports": "",
+    "ai.kernlet.built-by": "kernlet image build",
+}
+
+PYTHON_IMAGE_ENV: dict[str, str] = {
+    "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+    "LANG": "C.UTF-8",
+    "HOME": WORK_HOME,
+    "PYTHONUNBUFFERED": "1",
+    # python3-matplotlib-inline is installed, and the build checks that the module is there.
+    "MPLBACKEND": "module://matplotlib_inline.backend_inline",
+}
+
+# Shell run by mmdebstrap on the host once the tree is complete; $1 is the tree's root.
+_ADD_WORK_USER = f"""
+set -e
+grep -q '^work:' "$1/etc/group" || echo 'work:x:{WORK_GID}:' >> "$1/etc/group"
+grep -q '^work:' "$1/etc/passwd" ||
+  echo 'work:x:{WORK_UID}:{WORK_GID}:kernlet:{WORK_HOME}:/bin/bash' >> "$1/etc/passwd"
+if [ -e "$1/etc/shadow" ] && ! grep -q '^work:' "$1/etc/shadow"; then
+  echo 'work:*:19000:0:99999:7:::' >> "$1/etc/shadow"
+fi
+mkdir -p "$1{WORK_HOME}"
+chown {WORK_UID}:{WORK_GID} "$1{WORK_HOME}"
+"""
+_CHECK_MODULES = 'test -d "$1/usr/lib/python3/dist-packages/matplotlib_inline"'
+_TRIM = 'rm -rf "$1"/var/lib/apt/lists/* "$1"/var/cache/apt/* "$1"/var/log/apt/* "$1"/tmp/*'
+_EXCLUDED_PATHS = (
+    "/usr/share/man/*",
+    "/usr/share/info/*",
+    "/usr/share/doc/*",
+    "/usr/share/locale/*",
+    "/usr/share/lintian/*",
+)
+
+
+class ImageError(Exception):
+    """An image could not be built or inspected; the message says why and where to look."""
+
+
+def _state_dir() -> Path:
+    return Path(os.environ.get("KERNLET_IMAGE_DIR") or "/var/lib/kernlet/images")
+
+
+def _docker(*args: str, input_path: Path | None = None) -> str:
+    if shutil.which("docker") is None:
+        raise ImageError("the docker CLI is not installed; run `kernlet halfstack up`")
+    with contextlib.ExitStack() as stack:
+        stdin = stack.enter_context(input_path.open("rb")) if input_path else subprocess.DEVNULL
+        proc = subprocess.run(["docker", *args], stdin=stdin, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise ImageError(f"docker {args[0]} {args[1]}: {proc.stderr.strip() or proc.returncode}")
+    return proc.stdout
+
+
+def image_id(tag: str) -> str | None:
+    """The id of the local image ``tag``, or None when there is none."""
+    try:
+        return _docker("image", "inspect", "--format", "{{.Id}}", tag).strip() or None
+    except ImageError as exc:
+        if "no such image" in str(exc).lower():
+            return None
+        raise
+
+
+def list_images() -> list[dict[str, Any]]:
+    """kernlet's images (those with the label ai.kernlet.kernelspec), newest first."""
+    out = _docker("image", "ls", "--quiet", "--no-trunc", "--filter", f"label={KERNELSPEC_LABEL}")
+    ids = list(dict.fromkeys(out.split()))
+    if not ids:
+        return []
+    images = [
+        {
+            "id": info["Id"],
+            "tags": info.get("RepoTags") or [],
+            "created": info.get("Created", ""),
+            "size": info.get("Size", 0),
+            "labels": (info.get("Config") or {}).get("Labels") or {},
+        }
+        for info in json.loads(_docker("image", "inspect", *ids))
+    ]
+    return sorted(images, key=lambda image: image["created"], reverse=True)
+
+
+def python_build_commands(tar: Path, tag: str) -> tuple[list[str], list[str]]:
+    """The two commands that build the Python image: mmdebstrap into ``tar``, docker import."""
+    mmdebstrap = [
+        "mmdebstrap",
+        "--variant=apt",
+        "--format=tar",
+        f"--include={','.join(PYTHON_PACKAGES)}",
+        '--aptopt=Acquire::Retries "3"',
+        '--aptopt=APT::Install-Recommends "false"',  # recommends tripled the size (sympy, gcc)
+        *(f"--dpkgopt=path-exclude={path}" for path in _EXCLUDED_PATHS),
+        "--dpkgopt=path-include=/usr/share/doc/*/copyright",
+        f"--customize-hook={_ADD_WORK_USER}",
+        f"--customize-hook={_CHECK_MODULES}",
+        f"--customize-hook={_TRIM}",
+        SUITE,
+        str(tar),
+    ]
+    changes = [f"LABEL {json.dumps(k)}={json.dumps(v)}" for k, v in PYTHON_IMAGE_LABELS.items()]
+    changes += [f"ENV {k}={json.dumps(v)}" for k, v in PYTHON_IMAGE_ENV.items()]
+    changes += [f"WORKDIR {WORK_HOME}", 'CMD ["/usr/bin/python3"]']
+    docker_import = [
+        "docker", "import",
+        *(arg for change in changes for arg in ("--change", change)),
+        "--message", f"kernlet image build python ({SUITE})",
+        str(tar), tag,
+    ]  # fmt: skip
+    return mmdebstrap, docker_import
+
+
+@contextlib.contextmanager
+def _build_lock(state: Path) -> Iterator[None]:
+    """One build at a time on this machine (two callers would otherwise build twice)."""
+    state.mkdir(parents=True, exist_ok=True)
+    with (state / "build.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _nothing(_text: str) -> None:
+    pass
+
+
+def ensure_python_image(
+    tag: str = DEFAULT_PYTHON_TAG,
+    rebuild: bool = False,
+    *,
+    on_phase: Callable[[str], None] = _nothing,
+    on_log: Callable[[str], None] = _nothing,
+    log_file: Path | None = None,
+) -> str:
+    """Return the id of the Python kernel image ``tag``, building it first when needed.
+
+    An existing image with that tag is reused unless ``rebuild``. ``on_phase`` is told
+    "bootstrapping", then "importing"; ``on_log`` gets each line mmdebstrap prints. The whole
+    log is written to ``log_file`` (default: /var/lib/kernlet/images/build-python.log, or
+    under $KERNLET_IMAGE_DIR).
+    """
+    state = _state_dir()
+    with _build_lock(state):
+        old = image_id(tag)
+        if old is not None and not rebuild:
+            return old
+        log_path = log_file or state / "build-python.log"
+        for tool in ("mmdebstrap", "docker"):
+            if shutil.which(tool) is None:
+                raise ImageError(f"{tool} is not installed; run `kernlet halfstack up`")
+        with tempfile.TemporaryDirectory(prefix="kernlet-image-", dir=state) as tmp:
+            tar = Path(tmp) / "rootfs.tar"
+            mmdebstrap, docker_import = python_build_commands(tar, tag)
+            log_path.parent.mkdir(parents=True, exist_ok=True)
+            with log_path.open("w") as log:
+                on_phase("bootstrapping")
+                _run_logged(mmdebstrap, log, log_path, on_log)
+                on_phase("importing")
+                _run_logged(docker_import, log, log_path, on_log)
+        new = image_id(tag)
+        if new is None:
+            raise ImageError(f"docker import did not create {tag}; see {log_path}")
+        if old is not None and old != new:
+            # The previous build is now untagged; drop it unless a container still uses it.
+            with contextlib.suppress(ImageError):
+                _docker("image", "rm", old)
+        return new
+
+
+def _run_logged(argv: list[str], log: Any, log_path: Path, on_log: Callable[[str], None]) -> None:
+    """Run ``argv``, copying its output to ``log`` and ``on_log``; raise with the last lines."""
+    started = time.monotonic()
+    log.write(f"$ {' '.join(argv)}\n")
+    log.flush()
+    tail: deque[str] = deque(maxlen=8)
+    proc = subprocess.Popen(
+        argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        text=True, errors="replace", bufsize=1,
+    )  # fmt: skip
+    assert proc.stdout is not None
+    with proc:
+        for line in proc.stdout:
+            log.write(line)
+            tail.append(line.rstrip())
+            on_log(line.rstrip())
+    log.write(f"# exit {proc.returncode} after {time.monotonic() - started:.1f}s\n")
+    log.flush()
+    if proc.returncode != 0:
+        last = "\n  ".join(tail)
+        raise ImageError(
+            f"{argv[0]} {argv[1]} failed (exit {proc.returncode}); last lines:\n  {last}\n"
+            f"full log: {log_path}"
+        )
