@@ -134,6 +134,10 @@ class KernletClient:
     async def restart_kernel(self, kernel_id: str) -> dict[str, Any]:
         return dict(await self.call("restart_kernel", kernel_id=kernel_id))
 
+    async def reset_agent(self, reason: str = "agent-reset") -> list[str]:
+        """Destroy every kernel of the agent; the ids destroyed."""
+        return list((await self.call("reset_agent", reason=reason))["destroyed"])
+
     async def interrupt(self, kernel_id: str) -> dict[str, Any]:
         return dict(await self.call("interrupt_kernel", kernel_id=kernel_id))
 

@@ -61,6 +61,10 @@ class AgentSection(_Section):
     kernel_creation_concurrency: int = Field(default=8, ge=1, le=64)
     #: seconds a create may take until its runtime answers
     create_timeout: float = Field(default=60.0, gt=0)
+    #: seconds between relists of this agent's containers (the safety net for missed events)
+    reconcile_interval: float = Field(default=5.0, gt=0)
+    #: a container of this agent that no live kernel owns is removed once this old (seconds)
+    orphan_grace: float = Field(default=60.0, ge=0)
 
 
 class NatsSection(_Section):
@@ -119,6 +123,16 @@ class WatcherSection(_Section):
     token: str | None = None
 
 
+class DebugSection(_Section):
+    """Fault injection for tests and drills; never enable in production."""
+
+    #: accept the debug_fault command (makes a kernel actor raise)
+    fault_injection: bool = False
+    #: exit the agent process abruptly (like SIGKILL) right after an event of this type is
+    #: durable; "type:N" waits for the N-th such event
+    crash_after: str | None = None
+
+
 class AgentConfig(_Section):
     """The whole agent configuration."""
 
@@ -128,6 +142,7 @@ class AgentConfig(_Section):
     container: ContainerSection = ContainerSection()
     limits: LimitsSection = LimitsSection()
     watcher: WatcherSection = WatcherSection()
+    debug: DebugSection = DebugSection()
 
     @property
     def log_path(self) -> Path:

@@ -27,6 +27,7 @@ from kernlet.errors import InvalidRequest, UnknownCommand
 __all__ = [
     "COMMANDS",
     "CreateKernels",
+    "DebugFault",
     "DestroyKernel",
     "Execute",
     "GetCompletions",
@@ -35,6 +36,7 @@ __all__ = [
     "KernelConfig",
     "ListKernels",
     "Ping",
+    "ResetAgent",
     "RestartKernel",
     "command_subject",
     "events_subject",
@@ -121,6 +123,18 @@ class ListKernels(_Request):
     all: bool = False
 
 
+class ResetAgent(_Request):
+    """Destroy every kernel of this agent (the explicit way; stopping the agent never does)."""
+
+    reason: Annotated[str, StringConstraints(max_length=128)] = "agent-reset"
+
+
+class DebugFault(_Request):
+    """Make a kernel's actor raise (only with debug.fault-injection = true)."""
+
+    kernel_id: KernelId
+
+
 class GetEvents(_Request):
     kernel_id: Annotated[str, StringConstraints(min_length=1, max_length=64)]
 
@@ -135,6 +149,8 @@ COMMANDS: dict[str, type[_Request]] = {
     "get_completions": GetCompletions,
     "list_kernels": ListKernels,
     "get_events": GetEvents,
+    "reset_agent": ResetAgent,
+    "debug_fault": DebugFault,
 }
 
 

@@ -21,10 +21,12 @@ from kernlet.actors.agent import AgentActor
 from kernlet.actors.bus import CommandServer
 from kernlet.actors.context import AgentContext
 from kernlet.actors.loop import LoopThread
+from kernlet.actors.messages import Relist
 from kernlet.actors.outbox import Outbox
 from kernlet.config import AgentConfig
 from kernlet.drivers.docker import LABEL_AGENT, DockerDriver
 from kernlet.drivers.nats import BusSettings, NatsDriver
+from kernlet.errors import DriverError
 from kernlet.events import AGENT_STREAM, AgentStarted, AgentTerminated, new_envelope
 from kernlet.store import SQLiteEventLog
 
@@ -106,6 +108,21 @@ class AgentService:
         await self.server.start()
         self._tasks.append(asyncio.create_task(self.outbox.run(), name="outbox"))
         self._tasks.append(asyncio.create_task(self._watch_docker(), name="docker-events"))
+        self._tasks.append(asyncio.create_task(self._relist_forever(), name="relist"))
+
+    async def _relist_forever(self) -> None:
+        """Every reconcile-interval: list this agent's containers, hand them to the agent."""
+        assert self.agent is not None
+        while True:
+            try:
+                containers = await self.docker.list({LABEL_AGENT: self.cfg.agent.id})
+                self.agent.tell(Relist(tuple(containers), time.time()))
+                self.last_reconcile = time.time()
+            except DriverError as exc:
+                log.warning("relist failed: %s", exc)
+            except pykka.ActorDeadError:
+                return
+            await asyncio.sleep(self.cfg.agent.reconcile_interval)
 
     async def _watch_docker(self) -> None:
         assert self.agent is not None

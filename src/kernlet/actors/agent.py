@@ -20,6 +20,7 @@ from kernlet.actors.kernel import KernelActor
 from kernlet.actors.messages import (
     Command,
     Complete,
+    InjectedFault,
     ContainerDied,
     Create,
     Destroy,
@@ -27,14 +28,17 @@ from kernlet.actors.messages import (
     KernelGone,
     KernelUpdated,
     Recover,
+    Relist,
     Restart,
     RunCode,
     Shutdown,
 )
-from kernlet.actors.reply import Gather
+from kernlet.actors.reconcile import Died, Missing, Orphan, plan
+from kernlet.actors.reply import Gather, Reply
 from kernlet.drivers.docker import LABEL_KERNEL, ContainerEvent
 from kernlet.errors import (
     InternalError,
+    InvalidRequest,
     KernelAlreadyExists,
     KernelNotFound,
     KernelNotRunning,
@@ -46,6 +50,7 @@ from kernlet.events import (
     EventBody,
     KernelActorRestarted,
     KernelState,
+    OrphanRemoved,
     event_to_dict,
     is_live,
     new_envelope,
@@ -59,7 +64,9 @@ from kernlet.protocol import (
     GetEvents,
     InterruptKernel,
     ListKernels,
+    DebugFault,
     Ping,
+    ResetAgent,
     RestartKernel,
 )
 
@@ -102,6 +109,8 @@ class AgentActor(LoopActor):
         #: every kernel id the log has ever seen (a create may not reuse one)
         self.known_ids = set(known_ids)
         self._agent_seq = agent_seq
+        #: orphan containers being removed now
+        self._removing: set[str] = set()
 
     # -- kernels ------------------------------------------------------------------------------
 
@@ -153,6 +162,8 @@ class AgentActor(LoopActor):
                 self.states.pop(message.kernel_id, None)
             case ContainerEvent():
                 self._container_event(message)
+            case Relist():
+                self._relist(message)
             case KernelCrashed():
                 self._restart_crashed(message)
             case _:
@@ -164,6 +175,42 @@ class AgentActor(LoopActor):
         ref = self.kernels.get(kernel_id)
         if ref is not None and ev.action in ("die", "oom", "destroy"):
             ref.tell(ContainerDied(ev.container_id, ev.action, ev.exit_code))
+
+    def _relist(self, msg: Relist) -> None:
+        """Turn differences between the registry and Docker into events (see reconcile)."""
+        for action in plan(self.states, msg.containers, msg.now, self.ctx.cfg.agent.orphan_grace):
+            match action:
+                case Died():
+                    ref = self.kernels.get(action.kernel_id)
+                    if ref is not None:
+                        ref.tell(ContainerDied(action.container_id,
+                                               "oom" if action.oom_killed else "die",
+                                               action.exit_code))
+                case Missing():
+                    ref = self.kernels.get(action.kernel_id)
+                    if ref is not None:
+                        ref.tell(ContainerDied(action.container_id, "destroy", None))
+                case Orphan():
+                    self._remove_orphan(action)
+
+    def _remove_orphan(self, orphan: Orphan) -> None:
+        if orphan.container_id in self._removing:
+            return
+        self._removing.add(orphan.container_id)
+        log.warning("removing orphan container %s (kernel %s)", orphan.container_id[:12],
+                    orphan.kernel_id or "?")
+
+        def removed(_: Any) -> None:
+            self._removing.discard(orphan.container_id)
+            self.record_agent_event(OrphanRemoved(container_id=orphan.container_id,
+                                                  kernel_id=orphan.kernel_id,
+                                                  exit_code=orphan.exit_code))
+
+        def failed(err: BaseException) -> None:
+            self._removing.discard(orphan.container_id)
+            log.warning("could not remove orphan %s: %s", orphan.container_id[:12], err)
+
+        self.spawn(self.ctx.docker.remove(orphan.container_id), then=removed, fail=failed)
 
     def _kernel(self, kernel_id: str) -> pykka.ActorRef[Any]:
         ref = self.kernels.get(kernel_id)
@@ -195,6 +242,14 @@ class AgentActor(LoopActor):
                 self._list_kernels(req, cmd)
             case GetEvents():
                 self._get_events(req, cmd)
+            case ResetAgent():
+                self._reset(req.reason, cmd)
+            case DebugFault():
+                if not self.ctx.cfg.debug.fault_injection:
+                    raise InvalidRequest("debug_fault: fault injection is disabled "
+                                         "(debug.fault-injection = false)")
+                self._kernel(req.kernel_id).tell(InjectedFault())
+                reply.ok({"injected": True})
             case _:
                 reply.error(InternalError(f"no handler for {type(req).__name__}"))
 
@@ -207,6 +262,17 @@ class AgentActor(LoopActor):
             ref = self._start_kernel(kernel_id, None)
             ref.tell(Create(session_id=req.session_id, image=kconfig.image,
                             config=kconfig.model_dump(), done=gather.part(i)))
+
+    def _reset(self, reason: str, cmd: Command) -> None:
+        """Destroy every live kernel; answer when all are clean."""
+        ids = [k for k, ref in self.kernels.items() if ref.is_alive()]
+        if not ids:
+            cmd.reply.ok({"destroyed": []})
+            return
+        gather = Gather(len(ids), lambda results: cmd.reply.ok({"destroyed": [
+            r.get("id") if isinstance(r, dict) else {"error": str(r)} for r in results]}))
+        for i, kernel_id in enumerate(ids):
+            self.kernels[kernel_id].tell(Destroy(reason=reason, reply=Reply.to(gather.part(i))))
 
     def _list_kernels(self, req: ListKernels, cmd: Command) -> None:
         live = [summary(s) for s in self.states.values() if is_live(s)]

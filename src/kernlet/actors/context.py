@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -30,13 +31,27 @@ class AgentContext:
     create_slots: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(8))
     #: called on the loop with each event once it is durable (watcher, metrics)
     listeners: list[Callable[[Envelope], None]] = field(default_factory=list)
+    _crash_count: int = 0
 
     async def persist(self, env: Envelope) -> None:
         """Append durably, then hand to the outbox and the listeners (loop side)."""
         await self.store.append([env])
+        if self.cfg.debug.crash_after is not None:
+            self._maybe_crash(env)
         self.outbox.enqueue(env)
         for listener in self.listeners:
             try:
                 listener(env)
             except Exception:  # noqa: BLE001 - a listener must never break the log path
                 log.exception("event listener failed")
+
+    def _maybe_crash(self, env: Envelope) -> None:
+        """Fault injection (debug.crash-after): die like SIGKILL once the event is durable."""
+        spec = self.cfg.debug.crash_after or ""
+        kind, _, nth = spec.partition(":")
+        if env.type != kind:
+            return
+        self._crash_count += 1
+        if self._crash_count >= int(nth or 1):
+            log.warning("debug.crash-after=%s: exiting abruptly after %s", spec, env.type)
+            os._exit(137)

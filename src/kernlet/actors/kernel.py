@@ -32,6 +32,7 @@ from kernlet.actors.messages import (
     ContainerDied,
     Create,
     Destroy,
+    InjectedFault,
     Interrupt,
     KernelGone,
     KernelUpdated,
@@ -184,6 +185,8 @@ class KernelActor(LoopActor):
                 self._recover()
             case Shutdown():
                 self._shutdown()
+            case InjectedFault():
+                raise RuntimeError(f"injected fault in kernel actor {self.kernel_id}")
             case _:
                 log.warning("kernel %s: unknown message %r", self.kernel_id, message)
 
@@ -473,6 +476,12 @@ class KernelActor(LoopActor):
             self._teardown()
             return
 
+        if s.current_run:
+            # a run was going on when the agent stopped: its output is still buffered in the
+            # runtime; collect it again and record its end
+            self.runs.adopt(s.current_run, "query")
+            self._active_runs.add(s.current_run)
+
         async def check() -> dict[str, Any]:
             info = await self.ctx.docker.inspect(s.container_id)
             if not info.running:
@@ -507,8 +516,11 @@ class KernelActor(LoopActor):
         self.spawn(close(), then=lambda _: self.stop(), fail=lambda _: self.stop())
 
     def on_failure(self, exc_type: Any, exc_value: Any, tb: Any) -> None:
-        """pykka thread, after a handler raised: tell the agent (it restarts us from the log)."""
+        """Runs in this actor's thread after a handler raised; the actor then stops. Closes the
+        runtime channel (waiting callers get an error at once); the agent actor rebuilds the
+        kernel from its stream (see ``_SupervisedKernel``)."""
         log.error("kernel actor %s crashed: %r", self.kernel_id, exc_value)
+        self.ctx.loop.submit(self.runs.close(f"kernel actor crashed: {exc_value}"))
 
     @property
     def state_name(self) -> str:

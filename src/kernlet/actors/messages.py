@@ -17,10 +17,12 @@ __all__ = [
     "ContainerDied",
     "Create",
     "Destroy",
+    "InjectedFault",
     "Interrupt",
     "KernelGone",
     "KernelUpdated",
     "Recover",
+    "Relist",
     "Restart",
     "RunCode",
     "RunFinished",
@@ -100,6 +102,11 @@ class RunFinished:
 
 
 @dataclass(frozen=True, slots=True)
+class InjectedFault:
+    """Debug only: the kernel actor raises on receipt (tests of supervision)."""
+
+
+@dataclass(frozen=True, slots=True)
 class Recover:
     """Sent to a kernel actor rebuilt from the log: check the container and re-adopt it."""
 
@@ -117,6 +124,16 @@ class StepDone:
     fail: Callable[[BaseException], None]
     result: Any
     error: BaseException | None
+
+
+@dataclass(frozen=True, slots=True)
+class Relist:
+    """What Docker shows now: every container with this agent's label."""
+
+    #: kernlet.drivers.docker.ContainerInfo items
+    containers: tuple[Any, ...]
+    #: UTC epoch seconds of the observation
+    now: float
 
 
 @dataclass(frozen=True, slots=True)

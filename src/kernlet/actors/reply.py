@@ -20,9 +20,15 @@ __all__ = ["Gather", "Reply"]
 class Reply:
     """Completes a loop-side future from any thread."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, future: asyncio.Future[Any]) -> None:
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop | None,
+        future: asyncio.Future[Any] | None,
+        callback: Callable[[Any], None] | None = None,
+    ) -> None:
         self._loop = loop
         self._future = future
+        self._callback = callback
         self._lock = threading.Lock()
         self._done = False
 
@@ -31,8 +37,14 @@ class Reply:
         """Make one on the loop thread (the future belongs to that loop)."""
         return cls(loop, loop.create_future())
 
+    @classmethod
+    def to(cls, callback: Callable[[Any], None]) -> Reply:
+        """A reply that calls ``callback(result or error)`` in the completing thread."""
+        return cls(None, None, callback)
+
     @property
     def future(self) -> asyncio.Future[Any]:
+        assert self._future is not None, "a callback reply has no future"
         return self._future
 
     def _claim(self) -> bool:
@@ -44,11 +56,17 @@ class Reply:
 
     def ok(self, result: Any = None) -> None:
         if self._claim():
-            self._loop.call_soon_threadsafe(_set, self._future, result, None)
+            self._complete(result, None)
 
     def error(self, err: BaseException) -> None:
         if self._claim():
-            self._loop.call_soon_threadsafe(_set, self._future, None, err)
+            self._complete(None, err)
+
+    def _complete(self, result: Any, err: BaseException | None) -> None:
+        if self._callback is not None:
+            self._callback(err if err is not None else result)
+        elif self._loop is not None and self._future is not None:
+            self._loop.call_soon_threadsafe(_set, self._future, result, err)
 
 
 def _set(fut: asyncio.Future[Any], result: Any, err: BaseException | None) -> None:

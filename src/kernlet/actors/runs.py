@@ -104,6 +104,11 @@ class RunBook:
                 self._on_finished(run.run_id, "finished", code)
         run.changed.set()
 
+    def adopt(self, run_id: str, mode: str) -> None:
+        """Track a run started before an agent restart, so its output is collected again."""
+        if run_id not in self._runs:
+            self._start(run_id, mode)
+
     def busy_with(self) -> str | None:
         for run_id in self._order:
             if not self._runs[run_id].done.is_set():

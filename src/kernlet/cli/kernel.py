@@ -145,6 +145,18 @@ def destroy(ctx: click.Context, kernel_id: str, as_json: bool) -> None:
                         f"exit code {res.get('exit_code')})")
 
 
+@kernel.command("reset")
+@click.option("--yes", is_flag=True, help="do not ask for confirmation")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def reset(ctx: click.Context, yes: bool, as_json: bool) -> None:
+    """Destroy EVERY kernel of the agent (stopping the agent never does this)."""
+    if not yes:
+        click.confirm(f"destroy every kernel of agent {ctx.obj['agent_id']}?", abort=True)
+    ids = _go(ctx, lambda c: c.reset_agent())
+    _emit(as_json, ids, f"destroyed {len(ids)} kernel(s)")
+
+
 @kernel.command("events")
 @click.argument("kernel_id")
 @click.option("--json", "as_json", is_flag=True)

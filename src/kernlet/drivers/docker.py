@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime
 import json
 import logging
 from collections.abc import AsyncIterator, Iterator
@@ -75,7 +76,8 @@ class ContainerInfo:
     exit_code: int | None
     oom_killed: bool
     labels: dict[str, str]
-    created: str = ""
+    #: creation time, UTC epoch seconds
+    created: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,8 +118,18 @@ def _container_info(raw: dict[str, Any]) -> ContainerInfo:
         exit_code=None if running else state.get("ExitCode"),
         oom_killed=bool(state.get("OOMKilled")),
         labels=dict(cfg.get("Labels") or {}),
-        created=str(raw.get("Created", "")),
+        created=_epoch(str(raw.get("Created", ""))),
     )
+
+
+def _epoch(iso: str) -> float:
+    """Docker's RFC 3339 time with nanoseconds, as epoch seconds (0.0 if unparsable)."""
+    try:
+        head, _, frac = iso.rstrip("Z").partition(".")
+        stamp = datetime.datetime.fromisoformat(head).replace(tzinfo=datetime.UTC)
+        return stamp.timestamp() + (float(f"0.{frac}") if frac else 0.0)
+    except ValueError:
+        return 0.0
 
 
 class DockerDriver:
@@ -235,12 +247,25 @@ class DockerDriver:
         return _container_info(raw)
 
     async def list(self, labels: dict[str, str]) -> list[ContainerInfo]:
-        """Containers (running or not) carrying all of these labels."""
+        """Containers (running or not) carrying all of these labels.
+
+        One list call; only containers that are not running are inspected (for their exit
+        code and OOM flag), so a relist of many running kernels stays cheap.
+        """
         flt = {"label": [f"{k}={v}" for k, v in labels.items()]}
         with _translate("list containers"):
             items = await self._d.containers.list(all=True, filters=json.dumps(flt))
         out = []
         for item in items:
+            raw: dict[str, Any] = item._container  # noqa: SLF001 - the list summary
+            if raw.get("State") == "running":
+                names = raw.get("Names") or [""]
+                out.append(ContainerInfo(
+                    id=item.id, name=str(names[0]).lstrip("/"), running=True,
+                    status="running", exit_code=None, oom_killed=False,
+                    labels=dict(raw.get("Labels") or {}), created=float(raw.get("Created", 0)),
+                ))
+                continue
             with contextlib.suppress(ContainerNotFound):
                 out.append(await self.inspect(item.id))
         return out

@@ -45,6 +45,7 @@ from kernlet.events.types import (
     KernelStarted,
     KernelTerminated,
     KernelTerminating,
+    OrphanRemoved,
     new_envelope,
 )
 
@@ -71,6 +72,7 @@ __all__ = [
     "KernelState",
     "KernelTerminated",
     "KernelTerminating",
+    "OrphanRemoved",
     "State",
     "accepts",
     "apply",

@@ -67,6 +67,7 @@ EVENT_TYPES: dict[str, type[t.EventBody]] = {
         t.AgentStarted,
         t.AgentTerminated,
         t.AgentError,
+        t.OrphanRemoved,
     )
 }
 

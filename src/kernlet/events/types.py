@@ -31,6 +31,7 @@ __all__ = [
     "KernelStarted",
     "KernelTerminated",
     "KernelTerminating",
+    "OrphanRemoved",
     "new_envelope",
 ]
 
@@ -174,6 +175,16 @@ class AgentError(EventBody):
     TYPE: ClassVar[str] = "agent_error"
     message: str
     traceback: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class OrphanRemoved(EventBody):
+    """A container with this agent's labels but no live kernel was removed (agent stream)."""
+
+    TYPE: ClassVar[str] = "orphan_removed"
+    container_id: str
+    kernel_id: str = ""
+    exit_code: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
