@@ -53,6 +53,8 @@ class AgentService:
         self.server: CommandServer | None = None
         self._tasks: list[asyncio.Task[Any]] = []
         self._stopped = threading.Event()
+        #: set once commands are served over NATS
+        self._serving = threading.Event()
         self.ctx: AgentContext | None = None
         #: wall-clock time of the agent's start, and of the last relist of containers
         self.started_at = 0.0
@@ -82,6 +84,9 @@ class AgentService:
                                     self.cfg.agent.id, self.cfg.limits.max_request,
                                     self.cfg.limits.max_code)
         self.loop.run(self._serve())
+        if not self._serving.wait(timeout=5.0):
+            log.warning("NATS unreachable at %s: serving once it answers; events are kept "
+                        "in the log until then", self.cfg.nats.url)
         log.info("agent %s ready in %.2f s with %d live kernel(s) from the log",
                  self.cfg.agent.id, time.monotonic() - t0, len(live))
 
@@ -92,20 +97,26 @@ class AgentService:
     async def _open(self) -> None:
         await self.store.open()
         await self.docker.ping()
-        await self.bus.connect()
-        if self.cfg.nats.jetstream:
-            await self.bus.ensure_stream(
-                self.cfg.nats.stream_name, [f"{self.cfg.nats.subject_prefix}.events.>"]
-            )
 
         async def resync() -> None:
             self.outbox.poke()
 
         self.bus.on_reconnect(resync)
 
-    async def _serve(self) -> None:
+    async def _on_nats(self) -> None:
+        """First connection to NATS: serve commands, make sure the event stream exists."""
         assert self.server is not None
         await self.server.start()
+        if self.cfg.nats.jetstream:
+            await self.bus.ensure_stream(
+                self.cfg.nats.stream_name, [f"{self.cfg.nats.subject_prefix}.events.>"]
+            )
+        self.outbox.poke()
+        self._serving.set()
+
+    async def _serve(self) -> None:
+        self._tasks.append(asyncio.create_task(self.bus.connect_forever(self._on_nats),
+                                               name="nats-connect"))
         self._tasks.append(asyncio.create_task(self.outbox.run(), name="outbox"))
         self._tasks.append(asyncio.create_task(self._watch_docker(), name="docker-events"))
         self._tasks.append(asyncio.create_task(self._relist_forever(), name="relist"))

@@ -67,6 +67,7 @@ class AgentProcess:
 
     def start(self, timeout: float = 30.0) -> None:
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        offset = self.log.stat().st_size if self.log.exists() else 0
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "kernlet.agent", "--config", str(self.config)],
             stdout=self.log.open("ab"), stderr=subprocess.STDOUT, env=env,
@@ -75,7 +76,7 @@ class AgentProcess:
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"agent exited: {self.log.read_text()[-3000:]}")
-            if "ready" in self.log.read_text():
+            if " ready" in self.log.read_text()[offset:]:
                 return
             time.sleep(0.1)
         raise RuntimeError(f"agent not ready: {self.log.read_text()[-3000:]}")

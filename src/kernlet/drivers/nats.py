@@ -107,6 +107,25 @@ class NatsDriver:
                 pending_size=64 * 1024 * 1024,
             )
 
+    async def connect_forever(
+        self, on_connect: Callable[[], Awaitable[None]], retry: float = 1.0
+    ) -> None:
+        """Connect, retrying until NATS answers, then run ``on_connect`` once. An agent
+        starts without NATS and serves as soon as it is reachable."""
+        attempt = 0
+        while not self._closing:
+            try:
+                await self.connect()
+                break
+            except BusError as exc:
+                attempt += 1
+                if attempt == 1 or attempt % 30 == 0:
+                    log.warning("NATS not reachable yet (%s); retrying every %.0f s", exc, retry)
+                await asyncio.sleep(retry)
+        if not self._closing:
+            log.info("NATS connected to %s", self._settings.url)
+            await on_connect()
+
     async def close(self) -> None:
         self._closing = True
         if self._nc is not None:
