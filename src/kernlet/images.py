@@ -30,6 +30,7 @@ __all__ = [
     "PYTHON_IMAGE_LABELS",
     "PYTHON_PACKAGES",
     "ImageError",
+    "build_log_path",
     "ensure_python_image",
     "image_id",
     "list_images",
@@ -104,6 +105,11 @@ class ImageError(Exception):
 
 def _state_dir() -> Path:
     return Path(os.environ.get("KERNLET_IMAGE_DIR") or "/var/lib/kernlet/images")
+
+
+def build_log_path() -> Path:
+    """Where ``ensure_python_image`` writes its build log unless told otherwise."""
+    return _state_dir() / "build-python.log"
 
 
 def _docker(*args: str, input_path: Path | None = None) -> str:
@@ -211,7 +217,7 @@ def ensure_python_image(
         old = image_id(tag)
         if old is not None and not rebuild:
             return old
-        log_path = log_file or state / "build-python.log"
+        log_path = log_file or build_log_path()
         for tool in ("mmdebstrap", "docker"):
             if shutil.which(tool) is None:
                 raise ImageError(f"{tool} is not installed; run `kernlet halfstack up`")

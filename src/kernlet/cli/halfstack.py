@@ -13,6 +13,8 @@ from kernlet import halfstack as hs
 from kernlet.cli import main
 
 _console = Console()
+if not _console.is_terminal:  # CI logs: rich would wrap the table at 80 columns
+    _console = Console(width=max(_console.width, 130))
 _err = Console(stderr=True)
 
 _state_dir_option = click.option(

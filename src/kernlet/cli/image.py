@@ -53,6 +53,9 @@ def build(kind: str, tag: str, rebuild: bool, log_file: Path | None) -> None:
                 progress.console.print(f"  {name}: done in {time.monotonic() - since:.1f}s")
 
         def on_phase(name: str) -> None:
+            if not phases:
+                log = log_file or images.build_log_path()
+                progress.console.print(f"building {tag}; log: {log}")
             end_phase()
             phases.append((name, time.monotonic()))
             progress.update(task, description=f"{tag}: {name}", line="")
