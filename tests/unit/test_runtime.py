@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import os
+import signal
 import socket
 import struct
 import subprocess
@@ -115,17 +116,32 @@ def exit_code(msgs: list[Msg]) -> int:
 
 
 @contextlib.contextmanager
-def launch_runtime(base: Path) -> Iterator[str]:
-    """A runtime process serving on BASE/runtime.sock, ready; stopped (SIGTERM) on exit."""
+def launch_runtime(base: Path, bootstrap: str | None = None) -> Iterator[str]:
+    """A runtime process serving on BASE/runtime.sock, ready; stopped (SIGTERM) on exit.
+
+    With ``bootstrap``, it starts through runner/entrypoint.sh as in a container, with that
+    text as the work dir's .kernlet-bootstrap.sh.
+    """
     work = base / "work"
     work.mkdir()
     sock = base / "runtime.sock"
     env = dict(os.environ, PYTHONPATH=str(SRC), HOME=str(work))
     env.pop("MPLBACKEND", None)
+    cmd = [PYTHON, "-m", "kernlet.kernel", "--socket", str(sock), "--workdir", str(work)]
+    if bootstrap is not None:
+        (work / ".kernlet-bootstrap.sh").write_text(bootstrap)
+        env.pop("PYTHONPATH")
+        env.update(
+            KERNLET_LIB=str(SRC),
+            KERNLET_SOCKET=str(sock),
+            KERNLET_WORKDIR=str(work),
+            KERNLET_PYTHON=PYTHON,
+        )
+        cmd = ["/bin/sh", str(SRC / "kernlet" / "runner" / "entrypoint.sh")]
     log_path = base / "runtime.log"
     with log_path.open("wb") as log:
         proc = subprocess.Popen(
-            [PYTHON, "-m", "kernlet.kernel", "--socket", str(sock), "--workdir", str(work)],
+            cmd,
             cwd=work,
             env=env,
             stdout=log,
@@ -466,3 +482,41 @@ def test_large_output_is_coalesced(client: Client) -> None:
     frames = [m for m in msgs if m["t"] == "stdout"]
     assert len(frames) < 200  # not one frame per line
     assert all(len(m["data"]) <= 64 * 1024 for m in frames)
+
+
+def test_kernel_death_is_reported_and_the_kernel_restarted(client: Client) -> None:
+    assert exit_code(client.run("doomed = 1")) == 0
+    msgs = client.run("import os\nos._exit(3)")
+    assert exit_code(msgs) == 1
+    assert "died" in text(msgs, "stderr")
+    msgs = client.run("print('doomed' in globals())")
+    assert exit_code(msgs) == 0 and text(msgs, "stdout") == "False\n"
+    assert client.request("status")["data"]["ready"] is True
+
+
+def test_idle_kernel_death_is_noticed(client: Client) -> None:
+    assert exit_code(client.run("doomed = 2")) == 0
+    old_pid = client.request("status")["data"]["kernel_pid"]
+    os.kill(old_pid, signal.SIGKILL)
+    deadline = time.monotonic() + 15
+    while True:  # the watchdog notices within a few seconds and starts a new kernel
+        status = client.request("status")["data"]
+        if status["ready"] and status["kernel_pid"] != old_pid:
+            break
+        assert time.monotonic() < deadline, status
+        time.sleep(0.1)
+    msgs = client.run("print('doomed' in globals())")
+    assert exit_code(msgs) == 0, msgs
+    assert text(msgs, "stdout") == "False\n", msgs
+
+
+def test_entrypoint_sources_the_bootstrap_script(tmp_path: Path) -> None:
+    with launch_runtime(tmp_path, bootstrap="export KERNLET_TEST_GREETING=hi\n") as sock:
+        client = Client(sock)
+        msgs = client.run("import os\nprint(os.environ['KERNLET_TEST_GREETING'], os.getcwd())")
+        assert exit_code(msgs) == 0
+        greeting, cwd = text(msgs, "stdout").split()
+        assert greeting == "hi" and cwd == str(tmp_path / "work")
+        msgs = client.run(mode="batch", opts={"exec": 'echo "$KERNLET_TEST_GREETING"'})
+        assert text(msgs, "stdout") == "hi\n"
+        client.close()

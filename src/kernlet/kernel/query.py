@@ -36,6 +36,8 @@ _ANSI = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)")
 EXIT_INTERRUPTED = 130
 #: How long the runtime waits for the kernel to come up (seconds).
 START_TIMEOUT = 60.0
+#: Seconds between liveness checks of an idle kernel.
+WATCH_INTERVAL = 2.0
 
 
 def strip_ansi(text: str) -> str:
@@ -72,7 +74,7 @@ class QueryEngine:
         self._run: _Run | None = None
         self._readers: list[asyncio.Task[None]] = []
         self._ready_event = asyncio.Event()
-        self._restarting = False
+        self._lock = asyncio.Lock()  # held while (re)starting or beginning a run
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -133,6 +135,16 @@ class QueryEngine:
         self.error = None
         self._ready_event.set()
         log.info("ipykernel ready (pid %s)", self.kernel_pid())
+        self._readers.append(asyncio.create_task(self._watch()))
+
+    async def _watch(self) -> None:
+        """Restart a kernel that died between runs (during a run, ``_finish`` does it)."""
+        while True:
+            await asyncio.sleep(WATCH_INTERVAL)
+            async with self._lock:
+                if self._run is None and self.ready and not await self.km.is_alive():
+                    log.warning("the ipykernel died while idle; restarting it")
+                    await self._restart()
 
     async def wait_started(self) -> None:
         await self._ready_event.wait()
@@ -184,6 +196,7 @@ class QueryEngine:
     async def _restart(self) -> None:
         self.ready = False
         self._ready_event.clear()
+        log.info("restarting the ipykernel")
         try:
             await self.km.restart_kernel(now=True)
             await self._wait_ready(START_TIMEOUT)
@@ -193,6 +206,7 @@ class QueryEngine:
         else:
             self.ready = True
             self.error = None
+            log.info("ipykernel restarted (pid %s)", self.kernel_pid())
         self._ready_event.set()
 
     # -- channel readers -------------------------------------------------------------------
@@ -297,15 +311,20 @@ class QueryEngine:
     async def execute(self, run_id: str, code: str, emit: Emit) -> int:
         """Run ``code``; returns the exit code (0 ok, 1 error, 130 interrupted)."""
         await self._ready_event.wait()
-        if not self.ready:
-            emit("stderr", f"kernlet: {self.error or 'the kernel is not running'}\n")
-            return 1
-        msg_id = self.kc.execute(
-            code, silent=False, store_history=True, allow_stdin=True, stop_on_error=False
-        )
-        run = _Run(run_id, msg_id, emit)
-        self._replies[msg_id] = run.reply
-        self._run = run
+        async with self._lock:
+            if self.ready and not await self.km.is_alive():
+                log.warning("the ipykernel is dead; restarting it")
+                emit("stderr", "kernlet: the Python kernel had died; restarting it\n")
+                await self._restart()
+            if not self.ready:
+                emit("stderr", f"kernlet: {self.error or 'the kernel is not running'}\n")
+                return 1
+            msg_id = self.kc.execute(
+                code, silent=False, store_history=True, allow_stdin=True, stop_on_error=False
+            )
+            run = _Run(run_id, msg_id, emit)
+            self._replies[msg_id] = run.reply
+            self._run = run
         try:
             return await self._finish(run)
         finally:
@@ -321,7 +340,8 @@ class QueryEngine:
                     break
                 if not await self.km.is_alive():
                     run.emit("stderr", "\nkernlet: the Python kernel died; restarting it\n")
-                    await self._restart()
+                    async with self._lock:
+                        await self._restart()
                     return EXIT_INTERRUPTED if run.interrupted else 1
         finally:
             done.cancel()
