@@ -115,15 +115,19 @@ def procs() -> Iterator[list[subprocess.Popen[bytes]]]:
             proc.wait(timeout=5)
 
 
+def _wait_for_argv0(pid: int, argv0: str) -> None:
+    """Wait until ``pid`` has exec'd the program that shows ``argv0`` (not python, not bash)."""
+    for _ in range(500):
+        if Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0] == argv0.encode():
+            return
+        time.sleep(0.01)
+    raise AssertionError(f"pid {pid} never showed argv[0] {argv0!r}")
+
+
 def _sleeper(procs: list[subprocess.Popen[bytes]], argv0: str = "sleep") -> int:
     proc = subprocess.Popen(["bash", "-c", f'exec -a "{argv0}" sleep 30'])
     procs.append(proc)
-    # wait until bash has exec'd sleep, so that cmdline shows it
-    for _ in range(200):
-        cmdline = Path(f"/proc/{proc.pid}/cmdline").read_bytes()
-        if not cmdline.startswith(b"bash"):
-            break
-        threading.Event().wait(0.01)
+    _wait_for_argv0(proc.pid, argv0)
     return proc.pid
 
 
@@ -275,10 +279,7 @@ def test_down_escalates_to_sigkill(tmp_path: Path, procs: list[subprocess.Popen[
     proc = subprocess.Popen(["bash", "-c", "trap '' TERM; exec -a stubborn sleep 300"])
     procs.append(proc)
     svc = _service("stubborn", "stubborn", [], _never)
-    for _ in range(200):
-        if Path(f"/proc/{proc.pid}/cmdline").read_bytes().startswith(b"stubborn"):
-            break
-        threading.Event().wait(0.01)
+    _wait_for_argv0(proc.pid, "stubborn")
     svc.pid_file(tmp_path).write_text(f"{proc.pid}\n")
 
     started = time.monotonic()
