@@ -4,7 +4,9 @@ driven over its unix socket with the codec, as the agent drives it.
 The runtime runs under ``$KERNLET_TEST_RUNTIME_PYTHON`` (default: this interpreter), with
 PYTHONPATH set to this checkout's src/ as in a container. Pointing it at Debian bookworm's
 /usr/bin/python3 (with python3-ipykernel, python3-jupyter-client, python3-msgpack,
-python3-matplotlib installed) tests the exact stack of the kernel image.
+python3-matplotlib installed) tests the exact stack of the kernel image. With
+``$KERNLET_TEST_RUNTIME_SOCKET``, most tests talk to a runtime started elsewhere instead (for
+example in a kernel container: see docs/runtime.md).
 """
 
 from __future__ import annotations
@@ -29,6 +31,8 @@ from kernlet.events.codec import FrameReader, frame, pack
 
 SRC = Path(__file__).resolve().parents[2] / "src"
 PYTHON = os.environ.get("KERNLET_TEST_RUNTIME_PYTHON", sys.executable)
+#: The socket of a runtime started elsewhere (e.g. in a kernel container) to test instead.
+EXTERNAL = os.environ.get("KERNLET_TEST_RUNTIME_SOCKET")
 
 # A 1x1 PNG.
 PNG = base64.b64decode(
@@ -173,6 +177,9 @@ def launch_runtime(base: Path, bootstrap: str | None = None) -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 def runtime(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    if EXTERNAL:
+        yield EXTERNAL
+        return
     with launch_runtime(tmp_path_factory.mktemp("runtime")) as sock:
         yield sock
 
@@ -494,6 +501,7 @@ def test_kernel_death_is_reported_and_the_kernel_restarted(client: Client) -> No
     assert client.request("status")["data"]["ready"] is True
 
 
+@pytest.mark.skipif(bool(EXTERNAL), reason="the kernel's pid is in another pid namespace")
 def test_idle_kernel_death_is_noticed(client: Client) -> None:
     assert exit_code(client.run("doomed = 2")) == 0
     old_pid = client.request("status")["data"]["kernel_pid"]

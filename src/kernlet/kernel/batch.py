@@ -59,10 +59,10 @@ class BatchEngine:
     def busy(self) -> bool:
         return self._proc is not None
 
-    def _resolve(self, step: str, cmd: Any) -> str | None:
-        if cmd is None:
+    def _resolve(self, step: str, given: Any) -> str | None:
+        if given is None:
             return None
-        cmd = str(cmd).strip()
+        cmd = str(given).strip()
         if not cmd:
             return None
         if cmd == "*":
