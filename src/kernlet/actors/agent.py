@@ -20,10 +20,10 @@ from kernlet.actors.kernel import KernelActor
 from kernlet.actors.messages import (
     Command,
     Complete,
-    InjectedFault,
     ContainerDied,
     Create,
     Destroy,
+    InjectedFault,
     Interrupt,
     KernelGone,
     KernelUpdated,
@@ -58,13 +58,13 @@ from kernlet.events import (
 )
 from kernlet.protocol import (
     CreateKernels,
+    DebugFault,
     DestroyKernel,
     Execute,
     GetCompletions,
     GetEvents,
     InterruptKernel,
     ListKernels,
-    DebugFault,
     Ping,
     ResetAgent,
     RestartKernel,

@@ -42,7 +42,7 @@ class AgentContext:
         for listener in self.listeners:
             try:
                 listener(env)
-            except Exception:  # noqa: BLE001 - a listener must never break the log path
+            except Exception:
                 log.exception("event listener failed")
 
     def _maybe_crash(self, env: Envelope) -> None:

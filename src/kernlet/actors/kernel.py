@@ -487,6 +487,7 @@ class KernelActor(LoopActor):
             if not info.running:
                 return {"running": False, "exit_code": info.exit_code, "oom": info.oom_killed}
             status = await self.runs.connect(timeout=15.0)
+            self.runs.settle_adopted(status.get("busy"))
             return {"running": True, "status": status}
 
         def checked(result: dict[str, Any]) -> None:

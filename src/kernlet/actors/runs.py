@@ -109,6 +109,17 @@ class RunBook:
         if run_id not in self._runs:
             self._start(run_id, mode)
 
+    def settle_adopted(self, busy: str | None) -> None:
+        """After reconnecting: an adopted run the runtime no longer runs ended while no agent
+        listened (its end was sent to the old connection); close it as ``lost``."""
+        for run_id in list(self._order):
+            run = self._runs[run_id]
+            if run_id != busy and not run.done.is_set():
+                run.status = "finished"
+                run.done.set()
+                run.changed.set()
+                self._on_finished(run_id, "lost", None)
+
     def busy_with(self) -> str | None:
         for run_id in self._order:
             if not self._runs[run_id].done.is_set():

@@ -257,7 +257,7 @@ class DockerDriver:
             items = await self._d.containers.list(all=True, filters=json.dumps(flt))
         out = []
         for item in items:
-            raw: dict[str, Any] = item._container  # noqa: SLF001 - the list summary
+            raw: dict[str, Any] = item._container
             if raw.get("State") == "running":
                 names = raw.get("Names") or [""]
                 out.append(ContainerInfo(
