@@ -391,9 +391,11 @@ def test_second_run_is_queued(client: Client) -> None:
     first = client.start("import time\ntime.sleep(0.5)\nprint('one')")
     second = client.start("print('two')")
     status = client.request("status")["data"]
-    if status["busy"] is None:  # the worker had not picked the first run up yet
+    deadline = time.monotonic() + 2
+    while status["busy"] is None:  # the worker had not picked the first run up yet
         assert status["queued"] == [first, second]
-        time.sleep(0.1)
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
         status = client.request("status")["data"]
     assert status["busy"] == first and status["queued"] == [second]
     order: list[tuple[str, str]] = []
