@@ -22,7 +22,8 @@ def _register() -> None:
     import kernlet.cli.demo
     import kernlet.cli.halfstack
     import kernlet.cli.image
-    import kernlet.cli.kernel  # noqa: F401
+    import kernlet.cli.kernel
+    import kernlet.cli.log  # noqa: F401
 
 
 _register()
