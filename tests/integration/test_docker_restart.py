@@ -17,22 +17,22 @@ from typing import Any
 import pytest
 
 from integration.conftest import IMAGE, NATS_URL, AgentProcess, wait_for
-from kernlet import halfstack
+from kernlet import halfstack as hs
 from kernlet.client import KernletClient
 from kernlet.errors import KernelNotRunning
 
 pytestmark = pytest.mark.integration
 
-DOCKER = next(s for s in halfstack.SERVICES if s.name == "docker")
+DOCKER = next(s for s in hs.SERVICES if s.name == "docker")
 
 
 @pytest.fixture
 def managed_docker(halfstack: None) -> Iterator[Path]:
-    state = halfstack.resolve_state_dir()
-    if halfstack.read_pid_file(DOCKER.pid_file(state)) is None:
+    state = hs.resolve_state_dir()
+    if hs.read_pid_file(DOCKER.pid_file(state)) is None:
         pytest.skip("dockerd was not started by `kernlet halfstack up`; not restarting it")
     yield state
-    halfstack.up(state, services=[DOCKER], install=False)  # whatever happened, bring it back
+    hs.up(state, services=[DOCKER], install=False)  # whatever happened, bring it back
 
 
 def docker_state(container_id: str) -> tuple[bool, int] | None:
@@ -56,8 +56,8 @@ async def test_docker_restart_while_kernels_run(managed_docker: Path, tmp_path: 
             kernels = [await c.create_kernel(IMAGE, mem=256 * 1024**2) for _ in range(2)]
             for k in kernels:
                 await c.execute(k["id"], "mark = 'before the restart'")
-            await asyncio.to_thread(halfstack.stop_recorded, DOCKER, managed_docker)
-            await asyncio.to_thread(halfstack.up, managed_docker, [DOCKER], None, False)
+            await asyncio.to_thread(hs.stop_recorded, DOCKER, managed_docker)
+            await asyncio.to_thread(hs.up, managed_docker, [DOCKER], None, False)
             seen = {k["id"]: docker_state(k["container_id"]) for k in kernels}
 
             async def settled() -> list[dict[str, Any]] | None:

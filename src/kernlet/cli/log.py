@@ -25,9 +25,13 @@ def _path(log: Path | None, config: Path | None) -> Path:
         raise click.ClickException(str(exc)) from exc
 
 
-async def _with_log(path: Path, fn: Any) -> Any:
+def _run(path: Path, fn: Any) -> Any:
     if not path.exists():
         raise click.ClickException(f"no event log at {path}")
+    return asyncio.run(_with_log(path, fn))
+
+
+async def _with_log(path: Path, fn: Any) -> Any:
     store = SQLiteEventLog(path)
     try:
         await store.open()
@@ -71,7 +75,7 @@ def show(kernel_id: str | None, log: Path | None, config: Path | None, as_json: 
                             "exit_code": state.exit_code, "updated_at": state.updated_at})
         return out
 
-    data = asyncio.run(_with_log(path, body))
+    data = _run(path, body)
     if as_json:
         click.echo(json.dumps(data, indent=2, default=str))
     elif kernel_id is not None:
@@ -126,7 +130,7 @@ def verify(log: Path | None, config: Path | None) -> None:
                             f"{counts['events']}")
         return problems, counts
 
-    problems, counts = asyncio.run(_with_log(path, body))
+    problems, counts = _run(path, body)
     click.echo(f"{path}: {counts['streams']} streams, {counts['events']} events, "
                f"{counts['live']} live kernels, {counts['undelivered']} undelivered")
     for p in problems:
