@@ -120,7 +120,9 @@ def exit_code(msgs: list[Msg]) -> int:
 
 
 @contextlib.contextmanager
-def launch_runtime(base: Path, bootstrap: str | None = None) -> Iterator[str]:
+def launch_runtime(
+    base: Path, bootstrap: str | None = None, args: tuple[str, ...] = ()
+) -> Iterator[str]:
     """A runtime process serving on BASE/runtime.sock, ready; stopped (SIGTERM) on exit.
 
     With ``bootstrap``, it starts through runner/entrypoint.sh as in a container, with that
@@ -131,7 +133,7 @@ def launch_runtime(base: Path, bootstrap: str | None = None) -> Iterator[str]:
     sock = base / "runtime.sock"
     env = dict(os.environ, PYTHONPATH=str(SRC), HOME=str(work))
     env.pop("MPLBACKEND", None)
-    cmd = [PYTHON, "-m", "kernlet.kernel", "--socket", str(sock), "--workdir", str(work)]
+    cmd = [PYTHON, "-m", "kernlet.kernel", "--socket", str(sock), "--workdir", str(work), *args]
     if bootstrap is not None:
         (work / ".kernlet-bootstrap.sh").write_text(bootstrap)
         env.pop("PYTHONPATH")
@@ -325,6 +327,16 @@ def test_completion(client: Client) -> None:
     assert data["cursor_end"] == len(src)
 
 
+def test_completion_while_code_runs_is_empty_and_immediate(client: Client) -> None:
+    run_id = client.start("import time\nprint('go', flush=True)\ntime.sleep(1)")
+    client.wait_for(lambda m: m.get("run_id") == run_id and m["t"] == "stdout")
+    started = time.monotonic()
+    reply = client.request("complete", text="import os; os.pa")
+    assert time.monotonic() - started < 0.5
+    assert reply["data"] == {"matches": [], "cursor_start": 16, "cursor_end": 16}
+    assert exit_code(client.collect(run_id)) == 0
+
+
 def test_batch_build_and_exec(client: Client) -> None:
     msgs = client.run(
         mode="batch",
@@ -454,6 +466,24 @@ def check_acked_replay(runtime: str) -> None:
     assert third.request("ping")["t"] == "pong"  # nothing replayed before the reply
     assert not [m for m in third.inbox if m.get("run_id") == run_id]
     third.close()
+
+
+def test_output_past_the_buffer_limit_is_dropped_with_a_note(tmp_path: Path) -> None:
+    with launch_runtime(tmp_path, args=("--buffer-limit", "200000")) as sock:
+        first = Client(sock)
+        run_id = first.start(mode="batch", opts={"exec": "seq 1 200000"})  # 1.3 MB
+        first.close()  # nobody reads
+        time.sleep(1.5)
+        second = Client(sock)
+        msgs = second.collect(run_id)
+        status = second.request("status")["data"]
+        second.close()
+    assert exit_code(msgs) == 0
+    assert "bytes of output were dropped" in text(msgs, "stderr")
+    out = text(msgs, "stdout")
+    assert out.endswith("199999\n200000\n")  # the newest output is kept
+    assert 100_000 < len(out) <= 200_000
+    assert status["dropped_bytes"] > 1_000_000
 
 
 def test_new_connection_replaces_the_old_one(runtime: str) -> None:
