@@ -42,7 +42,7 @@ def test_errors_name_the_key(tmp_path: Path, text: str, key: str) -> None:
 def test_broken_toml_names_the_file(tmp_path: Path) -> None:
     path = tmp_path / "agent.toml"
     path.write_text("[agent\n")
-    with pytest.raises(ConfigError, match="agent.toml"):
+    with pytest.raises(ConfigError, match=r"agent\.toml"):
         load_config(path)
 
 
