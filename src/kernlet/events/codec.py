@@ -68,6 +68,11 @@ EVENT_TYPES: dict[str, type[t.EventBody]] = {
         t.AgentTerminated,
         t.AgentError,
         t.OrphanRemoved,
+        t.ExecutionTimeout,
+        t.SessionSuccess,
+        t.SessionFailure,
+        t.ImagePullProgress,
+        t.ImagePulled,
     )
 }
 

@@ -36,6 +36,7 @@ from kernlet.events.types import (
     Envelope,
     ExecutionFinished,
     ExecutionStarted,
+    ExecutionTimeout,
     KernelActorRestarted,
     KernelCreating,
     KernelPreparing,
@@ -44,6 +45,8 @@ from kernlet.events.types import (
     KernelStarted,
     KernelTerminated,
     KernelTerminating,
+    SessionFailure,
+    SessionSuccess,
 )
 
 __all__ = [
@@ -95,6 +98,11 @@ def _build_table() -> dict[tuple[State | None, str], State]:
         (State.RUNNING, KernelRestarting.TYPE): State.RESTARTING,
         (State.RUNNING, ExecutionStarted.TYPE): State.RUNNING,
         (State.RUNNING, ExecutionFinished.TYPE): State.RUNNING,
+        (State.RUNNING, ExecutionTimeout.TYPE): State.RUNNING,
+        (State.RUNNING, SessionSuccess.TYPE): State.RUNNING,
+        (State.RUNNING, SessionFailure.TYPE): State.RUNNING,
+        # a batch job ends as cancelled when its kernel is torn down under it
+        (State.TERMINATING, SessionFailure.TYPE): State.TERMINATING,
         # a run may end while the kernel is already being torn down
         (State.TERMINATING, ExecutionFinished.TYPE): State.TERMINATING,
         (State.RESTARTING, ExecutionFinished.TYPE): State.RESTARTING,

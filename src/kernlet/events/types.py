@@ -23,6 +23,9 @@ __all__ = [
     "EventBody",
     "ExecutionFinished",
     "ExecutionStarted",
+    "ExecutionTimeout",
+    "ImagePullProgress",
+    "ImagePulled",
     "KernelActorRestarted",
     "KernelCreating",
     "KernelPreparing",
@@ -32,6 +35,8 @@ __all__ = [
     "KernelTerminated",
     "KernelTerminating",
     "OrphanRemoved",
+    "SessionFailure",
+    "SessionSuccess",
     "new_envelope",
 ]
 
@@ -175,6 +180,58 @@ class AgentError(EventBody):
     TYPE: ClassVar[str] = "agent_error"
     message: str
     traceback: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ExecutionTimeout(EventBody):
+    """A run exceeded its time limit and was interrupted (the kernel stays usable)."""
+
+    TYPE: ClassVar[str] = "execution_timeout"
+    run_id: str
+    timeout: float
+
+
+@dataclass(frozen=True, slots=True)
+class SessionSuccess(EventBody):
+    """A batch job started by trigger_batch_execution ended with exit code 0."""
+
+    TYPE: ClassVar[str] = "session_success"
+    run_id: str
+    reason: str = "task-finished"
+    exit_code: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class SessionFailure(EventBody):
+    """A batch job failed (task-failed), was cancelled (task-cancelled) or timed out."""
+
+    TYPE: ClassVar[str] = "session_failure"
+    run_id: str
+    reason: str
+    exit_code: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ImagePullProgress(EventBody):
+    """Progress of check_and_pull (agent stream)."""
+
+    TYPE: ClassVar[str] = "image_pull_progress"
+    image: str
+    status: str
+    #: bytes done / total over all layers so far (0 when unknown)
+    current: int = 0
+    total: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class ImagePulled(EventBody):
+    """check_and_pull ended (agent stream): ok with the image id, or the error."""
+
+    TYPE: ClassVar[str] = "image_pulled"
+    image: str
+    ok: bool
+    image_id: str = ""
+    error: str = ""
 
 
 @dataclass(frozen=True, slots=True)
