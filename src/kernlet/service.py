@@ -29,6 +29,7 @@ from kernlet.drivers.nats import BusSettings, NatsDriver
 from kernlet.errors import DriverError
 from kernlet.events import AGENT_STREAM, AgentStarted, AgentTerminated, new_envelope
 from kernlet.store import SQLiteEventLog
+from kernlet.watcher import Watcher
 
 __all__ = ["AgentService"]
 
@@ -59,6 +60,7 @@ class AgentService:
         #: wall-clock time of the agent's start, and of the last relist of containers
         self.started_at = 0.0
         self.last_reconcile: float | None = None
+        self.watcher: Watcher | None = None
 
     def start(self) -> None:
         t0 = time.monotonic()
@@ -87,8 +89,22 @@ class AgentService:
         if not self._serving.wait(timeout=5.0):
             log.warning("NATS unreachable at %s: serving once it answers; events are kept "
                         "in the log until then", self.cfg.nats.url)
+        if self.cfg.watcher.enabled:
+            self._start_watcher()
         log.info("agent %s ready in %.2f s with %d live kernel(s) from the log",
                  self.cfg.agent.id, time.monotonic() - t0, len(live))
+
+    def _start_watcher(self) -> None:
+        watcher = Watcher(self)
+        try:
+            url = watcher.start()
+        except OSError as exc:  # the agent serves kernels without its HTTP endpoint
+            log.error("watcher: cannot listen on %s:%d: %s", self.cfg.watcher.host,
+                      self.cfg.watcher.port, exc)
+            return
+        self.watcher = watcher
+        log.info("watcher listening on %s (operations %s)", url,
+                 "need the token" if self.cfg.watcher.token else "disabled: no token configured")
 
     def _agent_event(self, seq: int, body: Any) -> None:
         assert self.ctx is not None
@@ -148,6 +164,8 @@ class AgentService:
         if self._stopped.is_set():
             return
         self._stopped.set()
+        if self.watcher is not None:
+            self.watcher.stop()
         if self.agent is not None and self.agent.is_alive():
             proxy = self.agent.proxy()
             seq = proxy.next_agent_seq().get()
