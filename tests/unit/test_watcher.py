@@ -583,3 +583,27 @@ def test_watcher_starts_on_a_free_loopback_port_and_stops_cleanly() -> None:
         ref.stop()
         loop.run(store.close())
         loop.stop()
+
+
+def test_watcher_that_cannot_bind_raises_and_leaves_nothing_behind() -> None:
+    import socket
+
+    loop = LoopThread().start()
+    store = MemoryEventLog()
+    loop.run(store.open())
+    ref = FakeAgent.start({})
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        cfg = AgentConfig.model_validate({"agent": {"id": "unit"}, "watcher": {"port": port}})
+        handle = FakeHandle(cfg=cfg, loop=loop, store=store, agent=ref)
+        w = Watcher(handle, capacity={"cpu": 1.0, "mem": 1.0})
+        try:
+            with pytest.raises(OSError):
+                w.start()
+            assert handle.ctx.listeners == [] and w.actor is None
+        finally:
+            ref.stop()
+            loop.run(store.close())
+            loop.stop()
