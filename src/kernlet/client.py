@@ -87,9 +87,9 @@ class KernletClient:
     def subject(self, command: str) -> str:
         return command_subject(self.prefix, self.agent_id, command)
 
-    async def call(self, command: str, timeout: float | None = None, **args: Any) -> Any:
+    async def call(self, command: str, reply_timeout: float | None = None, **args: Any) -> Any:
         """One request-reply; returns the result or raises the agent's typed error."""
-        return await self.call_raw(command, pack(args), timeout)
+        return await self.call_raw(command, pack(args), reply_timeout)
 
     async def call_raw(self, command: str, data: bytes, timeout: float | None = None) -> Any:
         try:
@@ -138,6 +138,44 @@ class KernletClient:
         """Destroy every kernel of the agent; the ids destroyed."""
         return list((await self.call("reset_agent", reason=reason))["destroyed"])
 
+    async def logs(self, kernel_id: str, tail: int = 1000) -> str:
+        return str((await self.call("get_logs", kernel_id=kernel_id, tail=tail))["logs"])
+
+    async def upload(self, kernel_id: str, path: str, data: bytes,
+                     chunk: int = 512 * 1024) -> dict[str, Any]:
+        """Write a file under /home/work, in chunks that fit a NATS message."""
+        result: dict[str, Any] = {}
+        for i in range(0, max(len(data), 1), chunk):
+            result = dict(await self.call("upload_file", kernel_id=kernel_id, path=path,
+                                          data=data[i:i + chunk], append=i > 0))
+        return result
+
+    async def download(self, kernel_id: str, path: str, max_bytes: int = 64 * 1024**2) -> bytes:
+        """Read a file under /home/work (chunked); refuses files over ``max_bytes``."""
+        out = bytearray()
+        while True:
+            part = await self.call("download_file", kernel_id=kernel_id, path=path,
+                                   offset=len(out))
+            if part["size"] > max_bytes:
+                raise KernletError(f"{path} is {part['size']} bytes, over {max_bytes}")
+            out += part["data"]
+            if part["eof"] or not part["data"]:
+                return bytes(out)
+
+    async def list_files(self, kernel_id: str, path: str = ".") -> dict[str, Any]:
+        return dict(await self.call("list_files", kernel_id=kernel_id, path=path))
+
+    async def sync_kernel_registry(self, kernel_ids: list[str]) -> dict[str, Any]:
+        return dict(await self.call("sync_kernel_registry", kernel_ids=kernel_ids))
+
+    async def trigger_batch(self, kernel_id: str, code: str,
+                            timeout: float | None = None) -> str:
+        """Start a background batch job; its end is a session_success/failure event."""
+        args: dict[str, Any] = {"kernel_id": kernel_id, "code": code}
+        if timeout is not None:
+            args["timeout"] = timeout
+        return str((await self.call("trigger_batch_execution", **args))["run_id"])
+
     async def interrupt(self, kernel_id: str) -> dict[str, Any]:
         return dict(await self.call("interrupt_kernel", kernel_id=kernel_id))
 
@@ -156,13 +194,17 @@ class KernletClient:
     async def execute(
         self, kernel_id: str, code: str = "", mode: str = "query", run_id: str | None = None,
         opts: dict[str, Any] | None = None, flush_timeout: float | None = None,
+        timeout: float | None = None,
     ) -> dict[str, Any]:
-        """The reference's batched execute: returns at finish, input wait or flush timeout."""
+        """The reference's batched execute: returns at finish, input wait or flush timeout.
+        ``timeout`` limits the run: past it, it is interrupted (status ``exec-timeout``)."""
         args: dict[str, Any] = {"kernel_id": kernel_id, "run_id": run_id or uuid.uuid4().hex,
                                 "mode": mode, "code": code, "opts": opts or {}}
         if flush_timeout is not None:
             args["flush_timeout"] = flush_timeout
-        return dict(await self.call("execute", timeout=None if flush_timeout is None else
+        if timeout is not None:
+            args["timeout"] = timeout
+        return dict(await self.call("execute", reply_timeout=None if flush_timeout is None else
                                     flush_timeout + self.timeout, **args))
 
     async def stream(

@@ -26,20 +26,31 @@ from kernlet.errors import InvalidRequest, UnknownCommand
 
 __all__ = [
     "COMMANDS",
+    "CheckAndPull",
     "CreateKernels",
     "DebugFault",
     "DestroyKernel",
+    "DownloadFile",
     "Execute",
+    "GatherHwinfo",
     "GetCompletions",
     "GetEvents",
+    "GetLogs",
     "InterruptKernel",
     "KernelConfig",
+    "ListFiles",
     "ListKernels",
     "Ping",
     "ResetAgent",
     "RestartKernel",
+    "ShutdownService",
+    "StartService",
+    "SyncKernelRegistry",
+    "TriggerBatchExecution",
+    "UploadFile",
     "command_subject",
     "events_subject",
+    "is_valid_id",
     "parse_request",
 ]
 
@@ -105,6 +116,8 @@ class Execute(_Request):
     flush_timeout: Annotated[float, Field(gt=0, le=3600)] | None = None
     #: stream output as it is produced to the reply inbox before the final reply
     stream: bool = False
+    #: seconds the run may take; then it is interrupted and answered "exec-timeout"
+    timeout: Annotated[float, Field(gt=0, le=7 * 24 * 3600)] | None = None
 
 
 class InterruptKernel(_Request):
@@ -121,6 +134,68 @@ class GetCompletions(_Request):
 class ListKernels(_Request):
     #: include terminated kernels still in the log
     all: bool = False
+
+
+Path = Annotated[str, StringConstraints(min_length=1, max_length=4096)]
+
+
+class GetLogs(_Request):
+    kernel_id: KernelId
+    tail: Annotated[int, Field(ge=1, le=100_000)] = 1000
+
+
+class UploadFile(_Request):
+    kernel_id: KernelId
+    #: relative to /home/work (or absolute under it)
+    path: Path
+    data: bytes
+    append: bool = False
+
+
+class DownloadFile(_Request):
+    kernel_id: KernelId
+    path: Path
+    offset: Annotated[int, Field(ge=0)] = 0
+    length: Annotated[int, Field(ge=1, le=768 * 1024)] = 512 * 1024
+
+
+class ListFiles(_Request):
+    kernel_id: KernelId
+    path: Path = "."
+
+
+class SyncKernelRegistry(_Request):
+    """The kernels the manager believes this agent runs."""
+
+    kernel_ids: Annotated[list[KernelId], Field(max_length=100_000)]
+
+
+class TriggerBatchExecution(_Request):
+    kernel_id: KernelId
+    session_id: str = ""
+    #: shell command run in /home/work
+    code: Annotated[str, StringConstraints(min_length=1)]
+    timeout: Annotated[float, Field(gt=0, le=7 * 24 * 3600)] | None = None
+
+
+class GatherHwinfo(_Request):
+    pass
+
+
+class CheckAndPull(_Request):
+    image: Annotated[str, StringConstraints(min_length=1, max_length=256)]
+    #: seconds the pull may take (the reference's default: 2 hours)
+    timeout: Annotated[float, Field(gt=0, le=24 * 3600)] = 7200.0
+
+
+class StartService(_Request):
+    kernel_id: KernelId
+    service: Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9-]{0,31}$")]
+
+
+class ShutdownService(_Request):
+    kernel_id: KernelId
+    service: Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9-]{0,31}$")]
 
 
 class ResetAgent(_Request):
@@ -150,6 +225,16 @@ COMMANDS: dict[str, type[_Request]] = {
     "list_kernels": ListKernels,
     "get_events": GetEvents,
     "reset_agent": ResetAgent,
+    "get_logs": GetLogs,
+    "upload_file": UploadFile,
+    "download_file": DownloadFile,
+    "list_files": ListFiles,
+    "sync_kernel_registry": SyncKernelRegistry,
+    "trigger_batch_execution": TriggerBatchExecution,
+    "gather_hwinfo": GatherHwinfo,
+    "check_and_pull": CheckAndPull,
+    "start_service": StartService,
+    "shutdown_service": ShutdownService,
     "debug_fault": DebugFault,
 }
 

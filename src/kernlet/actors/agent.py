@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import traceback
+import uuid
 from typing import Any
 
 import pykka
@@ -32,10 +33,13 @@ from kernlet.actors.messages import (
     Restart,
     RunCode,
     Shutdown,
+    TriggerBatch,
 )
 from kernlet.actors.reconcile import Died, Missing, Orphan, plan
 from kernlet.actors.reply import Gather, Reply
+from kernlet.actors.steps import kernel_dirs
 from kernlet.drivers.docker import LABEL_KERNEL, ContainerEvent
+from kernlet.drivers.files import WorkDir
 from kernlet.errors import (
     InternalError,
     InvalidRequest,
@@ -60,14 +64,20 @@ from kernlet.protocol import (
     CreateKernels,
     DebugFault,
     DestroyKernel,
+    DownloadFile,
     Execute,
     GetCompletions,
     GetEvents,
+    GetLogs,
     InterruptKernel,
+    ListFiles,
     ListKernels,
     Ping,
     ResetAgent,
     RestartKernel,
+    SyncKernelRegistry,
+    TriggerBatchExecution,
+    UploadFile,
 )
 
 __all__ = ["AgentActor", "KernelCrashed", "summary"]
@@ -244,6 +254,27 @@ class AgentActor(LoopActor):
                 self._get_events(req, cmd)
             case ResetAgent():
                 self._reset(req.reason, cmd)
+            case GetLogs():
+                state = self._live_state(req.kernel_id)
+                self.spawn(self.ctx.docker.logs(state.container_id, req.tail),
+                           then=lambda text: reply.ok({"logs": text}), fail=reply.error)
+            case UploadFile():
+                wd = self._files(req.kernel_id, reply)
+                self.spawn(wd.upload(req.path, req.data, req.append), then=reply.ok,
+                           fail=reply.error)
+            case DownloadFile():
+                wd = self._files(req.kernel_id, reply)
+                self.spawn(wd.download(req.path, req.offset, req.length), then=reply.ok,
+                           fail=reply.error)
+            case ListFiles():
+                wd = self._files(req.kernel_id, reply)
+                self.spawn(wd.list(req.path), then=reply.ok, fail=reply.error)
+            case SyncKernelRegistry():
+                self._sync_registry(req, cmd)
+            case TriggerBatchExecution():
+                run_id = uuid.uuid4().hex
+                self._kernel(req.kernel_id).tell(
+                    TriggerBatch(run_id=run_id, code=req.code, timeout=req.timeout, reply=reply))
             case DebugFault():
                 if not self.ctx.cfg.debug.fault_injection:
                     raise InvalidRequest("debug_fault: fault injection is disabled "
@@ -262,6 +293,30 @@ class AgentActor(LoopActor):
             ref = self._start_kernel(kernel_id, None)
             ref.tell(Create(session_id=req.session_id, image=kconfig.image,
                             config=kconfig.model_dump(), done=gather.part(i)))
+
+    def _live_state(self, kernel_id: str) -> KernelState:
+        self._kernel(kernel_id)
+        state = self.states.get(kernel_id)
+        if state is None or not state.container_id:
+            raise KernelNotRunning(f"kernel {kernel_id!r} has no container yet")
+        return state
+
+    def _files(self, kernel_id: str, reply: Reply) -> WorkDir:
+        self._kernel(kernel_id)
+        c = self.ctx.cfg.container
+        return WorkDir(kernel_dirs(self.ctx.cfg, kernel_id).work, c.kernel_uid, c.kernel_gid)
+
+    def _sync_registry(self, req: SyncKernelRegistry, cmd: Command) -> None:
+        """The manager's belief vs ours: destroy what it does not know, report what we lack."""
+        ours = {k for k, s in self.states.items() if is_live(s)}
+        theirs = set(req.kernel_ids)
+        for kernel_id in sorted(ours - theirs):
+            self.kernels[kernel_id].tell(Destroy(reason="not-found-in-manager"))
+        terminated = [
+            {"id": k, "reason": "already-terminated" if k in self.known_ids else "unknown-kernel"}
+            for k in sorted(theirs - ours)
+        ]
+        cmd.reply.ok({"destroyed": sorted(ours - theirs), "terminated": terminated})
 
     def _reset(self, reason: str, cmd: Command) -> None:
         """Destroy every live kernel; answer when all are clean."""

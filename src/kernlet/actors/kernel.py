@@ -40,7 +40,9 @@ from kernlet.actors.messages import (
     Restart,
     RunCode,
     RunFinished,
+    RunTimedOut,
     Shutdown,
+    TriggerBatch,
 )
 from kernlet.actors.reply import Reply, error_dict
 from kernlet.actors.runs import RunBook
@@ -56,6 +58,7 @@ from kernlet.events import (
     EventBody,
     ExecutionFinished,
     ExecutionStarted,
+    ExecutionTimeout,
     KernelCreating,
     KernelPreparing,
     KernelRestarting,
@@ -63,6 +66,8 @@ from kernlet.events import (
     KernelState,
     KernelTerminated,
     KernelTerminating,
+    SessionFailure,
+    SessionSuccess,
     State,
     apply,
     can_execute,
@@ -94,9 +99,7 @@ class KernelActor(LoopActor):
         self.agent = agent
         self.kernel_id = kernel_id
         self.state = state
-        self.runs = RunBook(
-            steps.kernel_dirs(ctx.cfg, kernel_id).socket, self._on_run_finished, self._on_lost
-        )
+        self.runs = self._new_runbook()
         self._create_done: Any = None
         self._waiters: list[Reply] = []
         self._restart_reply: Reply | None = None
@@ -151,6 +154,19 @@ class KernelActor(LoopActor):
 
         return step
 
+    def _new_runbook(self) -> RunBook:
+        return RunBook(
+            steps.kernel_dirs(self.ctx.cfg, self.kernel_id).socket,
+            self._on_run_finished, self._on_lost, self._on_run_timeout,
+        )
+
+    def _on_run_timeout(self, run_id: str, timeout: float) -> None:
+        # loop thread: hand over to the actor
+        try:
+            self.actor_ref.tell(RunTimedOut(run_id, timeout))
+        except pykka.ActorDeadError:
+            pass
+
     def _on_run_finished(self, run_id: str, status: str, exit_code: int | None) -> None:
         # loop thread: hand over to the actor
         try:
@@ -177,6 +193,11 @@ class KernelActor(LoopActor):
                 self._simple(message.reply, self.runs.complete(message.text, message.pos), dict)
             case RunFinished():
                 self._run_finished(message)
+            case RunTimedOut():
+                if can_execute(self.state):
+                    self._record(ExecutionTimeout(run_id=message.run_id, timeout=message.timeout))
+            case TriggerBatch():
+                self._trigger_batch(message)
             case ContainerDied():
                 self._container_died(message)
             case Restart():
@@ -317,9 +338,37 @@ class KernelActor(LoopActor):
             self._active_runs.add(req.run_id)
             self._record(ExecutionStarted(run_id=req.run_id, mode=req.mode))
         coro = self.runs.execute(
-            req.run_id, req.mode, req.code, dict(req.opts), req.flush_timeout, msg.sink
+            req.run_id, req.mode, req.code, dict(req.opts), req.flush_timeout, msg.sink,
+            req.timeout,
         )
         self.spawn(coro, then=lambda r: msg.reply.ok(r.to_wire()), fail=msg.reply.error)
+
+    def _trigger_batch(self, msg: TriggerBatch) -> None:
+        """A background batch job: answer now, end with session_success / session_failure."""
+        if not can_execute(self.state):
+            msg.reply.error(KernelNotRunning(f"kernel {self.kernel_id} is not running"))
+            return
+        self._active_runs.add(msg.run_id)
+        self._record(ExecutionStarted(run_id=msg.run_id, mode="batch"))
+        coro = self.runs.execute(msg.run_id, "batch", "", {"exec": msg.code}, None, None,
+                                 msg.timeout)
+
+        def ended(result: Any) -> None:
+            if not can_execute(self.state):
+                return
+            if result.status == "finished" and result.exit_code == 0:
+                self._record(SessionSuccess(run_id=msg.run_id))
+            else:
+                reason = "exec-timeout" if result.status == "exec-timeout" else "task-failed"
+                self._record(SessionFailure(run_id=msg.run_id, reason=reason,
+                                            exit_code=result.exit_code))
+
+        def failed(err: BaseException) -> None:
+            if is_live(self.state):
+                self._record(SessionFailure(run_id=msg.run_id, reason="task-cancelled"))
+
+        self.spawn(coro, then=ended, fail=failed)
+        msg.reply.ok({"run_id": msg.run_id, "kernel_id": self.kernel_id})
 
     def _run_finished(self, msg: RunFinished) -> None:
         if msg.run_id in self._active_runs:
@@ -350,10 +399,7 @@ class KernelActor(LoopActor):
 
         def recreate(_: Any) -> None:
             assert self.state is not None
-            self.runs = RunBook(
-                steps.kernel_dirs(self.ctx.cfg, self.kernel_id).socket,
-                self._on_run_finished, self._on_lost,
-            )
+            self.runs = self._new_runbook()
             s = self.state
             self._record(
                 KernelCreating(slots=s.slots, cpuset=s.cpuset, ports=s.ports,

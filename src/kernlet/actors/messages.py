@@ -26,8 +26,10 @@ __all__ = [
     "Restart",
     "RunCode",
     "RunFinished",
+    "RunTimedOut",
     "Shutdown",
     "StepDone",
+    "TriggerBatch",
 ]
 
 
@@ -92,6 +94,22 @@ class ContainerDied:
     #: Docker's action: die, oom, destroy
     action: str
     exit_code: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class TriggerBatch:
+    """Run a shell command as a background batch job; the end is a session event."""
+
+    run_id: str
+    code: str
+    timeout: float | None
+    reply: Reply
+
+
+@dataclass(frozen=True, slots=True)
+class RunTimedOut:
+    run_id: str
+    timeout: float
 
 
 @dataclass(frozen=True, slots=True)

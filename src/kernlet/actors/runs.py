@@ -43,6 +43,8 @@ class _Run:
     #: set whenever something new arrives (output or a status change)
     changed: asyncio.Event = field(default_factory=asyncio.Event)
     done: asyncio.Event = field(default_factory=asyncio.Event)
+    #: the run exceeded its time limit and was interrupted
+    timed_out: bool = False
 
     @property
     def exit_code_known(self) -> bool:
@@ -73,9 +75,12 @@ class RunBook:
         socket_path: Path,
         on_finished: Callable[[str, str, int | None], None],
         on_lost: Callable[[], None],
+        on_timeout: Callable[[str, float], None] = lambda _run, _t: None,
     ) -> None:
         self.channel = RuntimeChannel(socket_path, self._on_message, on_lost)
         self._on_finished = on_finished
+        self._on_timeout = on_timeout
+        self._watchdogs: set[asyncio.Task[None]] = set()
         self._runs: dict[str, _Run] = {}
         self._order: list[str] = []
         self._closed: str | None = None
@@ -101,7 +106,8 @@ class RunBook:
             if kind == "finished":
                 run.exit_code = code
                 run.done.set()
-                self._on_finished(run.run_id, "finished", code)
+                self._on_finished(run.run_id, "exec-timeout" if run.timed_out else "finished",
+                                  code)
         run.changed.set()
 
     def adopt(self, run_id: str, mode: str) -> None:
@@ -134,8 +140,12 @@ class RunBook:
         opts: dict[str, Any],
         flush_timeout: float | None,
         sink: Sink | None,
+        timeout: float | None = None,
     ) -> RunResult:
-        """One execute call; returns when the run stops, waits for input, or flush_timeout."""
+        """One execute call; returns when the run stops, waits for input, or flush_timeout.
+
+        ``timeout`` limits the run itself (from when it starts): past it the run is
+        interrupted and the call answers ``exec-timeout``; the kernel stays usable."""
         if self._closed is not None:
             raise KernelNotRunning(self._closed)
         run = self._runs.get(run_id)
@@ -147,12 +157,28 @@ class RunBook:
             msg: dict[str, Any] = {"op": "execute", "run_id": run_id, "mode": mode}
             msg.update({"code": code} if mode == "query" else {"opts": opts})
             await self._send(msg)
+            if timeout is not None:
+                task = asyncio.create_task(self._watchdog(run, timeout))
+                self._watchdogs.add(task)
+                task.add_done_callback(self._watchdogs.discard)
         elif run is None:
             raise KernelNotRunning(f"no run {run_id!r} to {mode} on this kernel")
         elif mode == "input":
             run.status = "running"
             await self._send({"op": "input", "run_id": run_id, "text": code})
         return await self._collect(run, flush_timeout, sink)
+
+    async def _watchdog(self, run: _Run, timeout: float) -> None:
+        try:
+            await asyncio.wait_for(run.done.wait(), timeout)
+        except TimeoutError:
+            run.timed_out = True
+            run.changed.set()
+            self._on_timeout(run.run_id, timeout)
+            try:
+                await self.channel.send({"op": "interrupt"})
+            except RuntimeUnavailable as exc:
+                log.warning("could not interrupt timed-out run %s: %s", run.run_id, exc)
 
     def _start(self, run_id: str, mode: str) -> _Run:
         run = _Run(run_id=run_id, mode=mode)
@@ -184,6 +210,9 @@ class RunBook:
                 raise KernelNotRunning(self._closed)
             if sink is not None and run.status in _STEP_STOPS:
                 run.status = "running"  # a streaming caller waits for the whole run
+            if run.timed_out:
+                status = "exec-timeout"
+                break
             if run.done.is_set() or run.status in _STOPS:
                 status = run.status
                 if status != "finished":
@@ -199,7 +228,7 @@ class RunBook:
             except TimeoutError:
                 pass
         items, run.console = run.console, []
-        return RunResult(run.run_id, status, run.exit_code if status == "finished" else None, items)
+        return RunResult(run.run_id, status, run.exit_code if run.done.is_set() else None, items)
 
     async def interrupt(self) -> None:
         await self._send({"op": "interrupt"})
@@ -214,6 +243,8 @@ class RunBook:
     async def close(self, reason: str) -> None:
         """The kernel is gone: fail every waiting caller with KernelNotRunning."""
         self._closed = f"kernel terminated ({reason})"
+        for task in list(self._watchdogs):
+            task.cancel()
         for run in self._runs.values():
             run.changed.set()
             run.done.set()
