@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 
@@ -51,7 +52,7 @@ async def test_file_round_trip_and_confinement(
         await client.download(kid, "escape/passwd")
     with pytest.raises(InvalidRequest):
         await client.upload(kid, "escape/evil", b"x")
-    assert not os.path.exists("/etc/evil")
+    assert not Path("/etc/evil").exists()
 
 
 async def test_sync_kernel_registry_both_directions(
