@@ -39,6 +39,9 @@ class RuntimeChannel:
         self._pending: dict[int, asyncio.Future[dict[str, Any]]] = {}
         self._ids = itertools.count(1)
         self._closed = False
+        #: highest run-message seq processed; repeats (after a reconnect) are dropped
+        self._last_seq = 0
+        self._acked = 0
 
     @property
     def connected(self) -> bool:
@@ -75,6 +78,10 @@ class RuntimeChannel:
                     break
                 for msg in frames.feed(data):
                     self._dispatch(msg)
+                if self._last_seq > self._acked and not writer.is_closing():
+                    # tell the runtime what is processed: it keeps the rest for a reconnect
+                    self._acked = self._last_seq
+                    writer.write(frame({"op": "ack", "seq": self._acked}))
         except (OSError, CodecError) as exc:
             log.warning("runtime channel %s broke: %s", self.path, exc)
         finally:
@@ -92,6 +99,11 @@ class RuntimeChannel:
                 fut.set_result(msg)
             return
         if msg.get("run_id") is not None:
+            seq = msg.get("seq")
+            if isinstance(seq, int):
+                if seq <= self._last_seq:
+                    return
+                self._last_seq = seq
             self._on_run(msg)
         else:
             log.debug("runtime %s says %s", self.path, msg)

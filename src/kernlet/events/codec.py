@@ -196,8 +196,9 @@ class FrameReader:
             end = _HEADER.size + size
             if len(self._buf) < end:
                 break
-            msg = unpack(bytes(self._buf[_HEADER.size : end]), max_size=MAX_FRAME)
-            del self._buf[:end]
+            body = bytes(self._buf[_HEADER.size : end])
+            del self._buf[:end]  # drop the frame first: a bad one must not jam the stream
+            msg = unpack(body, max_size=MAX_FRAME)
             if not isinstance(msg, dict):
                 raise CodecError("a frame must hold a map")
             out.append(msg)
