@@ -214,7 +214,8 @@ class AgentService:
         signal.signal(signal.SIGINT, on_signal)
         self.start()
         print(f"kernlet agent {self.cfg.agent.id} ready", flush=True)
-        while not done.wait(1.0):
+        # ends on a signal, or when something else stopped the agent (POST /agent/shutdown)
+        while not done.wait(0.5) and not self._stopped.is_set():
             pass
         self.stop()
 

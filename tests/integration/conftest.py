@@ -53,6 +53,8 @@ class AgentProcess:
     """A real agent (``python -m kernlet.agent``) with its own id and var dir."""
 
     def __init__(self, root: Path, agent_id: str, extra: str = "") -> None:
+        if "[watcher]" not in extra:  # a free port: test agents run side by side
+            extra += "[watcher]\nport = 0\n"
         self.root = root
         self.agent_id = agent_id
         self.var_dir = root / "var"

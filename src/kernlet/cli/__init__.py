@@ -19,6 +19,7 @@ def _register() -> None:
     # Each module adds its own group or command to ``main``; imported here, after ``main``
     # exists, so that ``kernlet --help`` lists them all.
     import kernlet.cli.agent
+    import kernlet.cli.bench
     import kernlet.cli.demo
     import kernlet.cli.halfstack
     import kernlet.cli.image

@@ -7,17 +7,13 @@ the HTTP site. Stop reverses it; stopping also ends the dashboards' event stream
 server's shutdown waits for no one.
 
 ``POST /agent/shutdown`` reaches :meth:`AgentService.stop` on a thread of its own (through the
-watcher actor). When the process runs the agent in the foreground (``kernlet agent``, which
-waits for SIGTERM), the watcher then sends SIGTERM to its own process so that the foreground
-loop ends as if an operator had sent it; a process that installed no SIGTERM handler of its own
-(an embedding program, a test) is not signalled.
+watcher actor); a foreground agent (``kernlet agent``) notices the stop and exits.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import signal
 import socket
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -43,12 +39,6 @@ def node_capacity(proc_root: Path = Path("/proc")) -> dict[str, float]:
     return {"cpu": float(os.cpu_count() or 1), "mem": float(total)}
 
 
-def _end_foreground() -> None:
-    handler = signal.getsignal(signal.SIGTERM)
-    if callable(handler):
-        os.kill(os.getpid(), signal.SIGTERM)
-
-
 class Watcher:
     """The operators' HTTP endpoint of one agent."""
 
@@ -64,15 +54,11 @@ class Watcher:
         self.cfg = handle.cfg.watcher
         self._capacity = dict(capacity) if capacity is not None else node_capacity()
         self._tracker = tracker or UsageTracker()
-        self._stop_agent = stop_agent or self._default_stop
+        self._stop_agent = stop_agent or handle.stop
         self.actor: pykka.ActorRef[Any] | None = None
         self.core: WatcherCore | None = None
         self._runner: web.AppRunner | None = None
         self.url = ""
-
-    def _default_stop(self) -> None:
-        self.handle.stop()
-        _end_foreground()
 
     # -- plain thread ----------------------------------------------------------------------------
 
