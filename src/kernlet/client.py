@@ -22,7 +22,13 @@ import nats
 import nats.errors
 from nats.aio.client import Client
 
-from kernlet.errors import AgentTimeout, AgentUnavailable, KernletError, error_from_wire
+from kernlet.errors import (
+    AgentTimeout,
+    AgentUnavailable,
+    DockerError,
+    KernletError,
+    error_from_wire,
+)
 from kernlet.events import pack, unpack
 from kernlet.protocol import command_subject
 
@@ -175,6 +181,25 @@ class KernletClient:
         if timeout is not None:
             args["timeout"] = timeout
         return str((await self.call("trigger_batch_execution", **args))["run_id"])
+
+    async def check_and_pull(self, image: str, timeout: float = 7200.0) -> dict[str, Any]:
+        """Start pulling an image unless present; answers at once (status present/pulling)."""
+        return dict(await self.call("check_and_pull", image=image, timeout=timeout))
+
+    async def pull(self, image: str, timeout: float = 7200.0) -> dict[str, Any]:
+        """check_and_pull, then wait for its image_pulled event; raises DockerError."""
+        events = await EventSubscriber(self.nc, self.prefix, self.agent_id).start()
+        try:
+            res = await self.check_and_pull(image, timeout)
+            if res["status"] == "present":
+                return res
+            ev = await events.until(lambda e: e["type"] == "image_pulled"
+                                    and e["payload"]["image"] == image, timeout + 5)
+            if not ev["payload"]["ok"]:
+                raise DockerError(str(ev["payload"]["error"]))
+            return {"image": image, "status": "pulled", "id": ev["payload"]["image_id"]}
+        finally:
+            await events.stop()
 
     async def interrupt(self, kernel_id: str) -> dict[str, Any]:
         return dict(await self.call("interrupt_kernel", kernel_id=kernel_id))

@@ -93,6 +93,10 @@ class ContainerSection(_Section):
     stop_grace: float = Field(default=10.0, ge=0)
     default_cpu: float = Field(default=1.0, gt=0)
     default_mem: int = 512 * 1024**2
+    #: pull a missing image at create time when its name names a registry (host[:port]/...)
+    auto_pull: bool = True
+    #: seconds a pull may take
+    pull_timeout: float = Field(default=7200.0, gt=0)
 
     @field_validator("default_mem", mode="before")
     @classmethod

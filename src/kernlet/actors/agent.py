@@ -8,6 +8,7 @@ recovered kernel, and restarts a kernel actor that crashed from that kernel's ev
 from __future__ import annotations
 
 import logging
+import time
 import traceback
 import uuid
 from typing import Any
@@ -28,6 +29,7 @@ from kernlet.actors.messages import (
     Interrupt,
     KernelGone,
     KernelUpdated,
+    RecordAgentEvent,
     Recover,
     Relist,
     Restart,
@@ -37,10 +39,11 @@ from kernlet.actors.messages import (
 )
 from kernlet.actors.reconcile import Died, Missing, Orphan, plan
 from kernlet.actors.reply import Gather, Reply
-from kernlet.actors.steps import kernel_dirs
-from kernlet.drivers.docker import LABEL_KERNEL, ContainerEvent
+from kernlet.actors.steps import kernel_dirs, pull_image
+from kernlet.drivers.docker import LABEL_KERNEL, ContainerEvent, ImageInfo, PullProgress
 from kernlet.drivers.files import WorkDir
 from kernlet.errors import (
+    ImageNotFound,
     InternalError,
     InvalidRequest,
     KernelAlreadyExists,
@@ -52,6 +55,8 @@ from kernlet.events import (
     AGENT_STREAM,
     AgentError,
     EventBody,
+    ImagePulled,
+    ImagePullProgress,
     KernelActorRestarted,
     KernelState,
     OrphanRemoved,
@@ -61,6 +66,7 @@ from kernlet.events import (
     replay,
 )
 from kernlet.protocol import (
+    CheckAndPull,
     CreateKernels,
     DebugFault,
     DestroyKernel,
@@ -121,6 +127,8 @@ class AgentActor(LoopActor):
         self._agent_seq = agent_seq
         #: orphan containers being removed now
         self._removing: set[str] = set()
+        #: images being pulled by check_and_pull
+        self._pulling: set[str] = set()
 
     # -- kernels ------------------------------------------------------------------------------
 
@@ -176,6 +184,8 @@ class AgentActor(LoopActor):
                 self._relist(message)
             case KernelCrashed():
                 self._restart_crashed(message)
+            case RecordAgentEvent():
+                self.record_agent_event(message.body)
             case _:
                 log.warning("agent: unknown message %r", message)
         return None
@@ -271,6 +281,8 @@ class AgentActor(LoopActor):
                 self.spawn(wd.list(req.path), then=reply.ok, fail=reply.error)
             case SyncKernelRegistry():
                 self._sync_registry(req, cmd)
+            case CheckAndPull():
+                self._check_and_pull(req.image, req.timeout, reply)
             case TriggerBatchExecution():
                 run_id = uuid.uuid4().hex
                 self._kernel(req.kernel_id).tell(
@@ -317,6 +329,44 @@ class AgentActor(LoopActor):
             for k in sorted(theirs - ours)
         ]
         cmd.reply.ok({"destroyed": sorted(ours - theirs), "terminated": terminated})
+
+    def _check_and_pull(self, image: str, timeout: float, reply: Reply) -> None:
+        """Answer at once (present / pulling); a pull reports image_pull_progress events
+        (at most one a second) and ends with image_pulled."""
+        if image in self._pulling:
+            reply.ok({"image": image, "status": "pulling"})
+            return
+        ref = self.actor_ref
+        last = [0.0]
+
+        def progress(p: PullProgress) -> None:  # loop thread
+            now = time.monotonic()
+            if now - last[0] >= 1.0:
+                last[0] = now
+                ref.tell(RecordAgentEvent(ImagePullProgress(image=image, status=p.status,
+                                                            current=p.current, total=p.total)))
+
+        def pulled(info: ImageInfo) -> None:
+            self._pulling.discard(image)
+            self.record_agent_event(ImagePulled(image=image, ok=True, image_id=info.id))
+
+        def failed(err: BaseException) -> None:
+            self._pulling.discard(image)
+            self.record_agent_event(ImagePulled(image=image, ok=False, error=str(err)[:1000]))
+
+        def missing(err: BaseException) -> None:
+            if not isinstance(err, ImageNotFound):
+                reply.error(err)
+                return
+            self._pulling.add(image)
+            reply.ok({"image": image, "status": "pulling"})
+            self.spawn(pull_image(self.ctx.docker, image, timeout, progress), then=pulled,
+                       fail=failed)
+
+        self.spawn(self.ctx.docker.image(image),
+                   then=lambda info: reply.ok({"image": image, "status": "present",
+                                               "id": info.id}),
+                   fail=missing)
 
     def _reset(self, reason: str, cmd: Command) -> None:
         """Destroy every live kernel; answer when all are clean."""

@@ -61,6 +61,7 @@ from kernlet.events import (
     ExecutionTimeout,
     KernelCreating,
     KernelPreparing,
+    KernelPulling,
     KernelRestarting,
     KernelStarted,
     KernelState,
@@ -223,7 +224,20 @@ class KernelActor(LoopActor):
 
     def _check_image(self) -> None:
         assert self.state is not None
-        self._step(self.ctx.docker.image(self.state.image), then=self._image_ok)
+        self._step(self.ctx.docker.image(self.state.image), then=self._image_ok,
+                   fail=self._image_missing)
+
+    def _image_missing(self, err: BaseException) -> None:
+        """Pull the image when the name names a registry (auto-pull); else fail."""
+        assert self.state is not None
+        image = self.state.image
+        if not (isinstance(err, ImageNotFound) and self.ctx.cfg.container.auto_pull
+                and steps.names_registry(image)):
+            self._create_failed(err)
+            return
+        timeout = self.ctx.cfg.container.pull_timeout
+        self._record(KernelPulling(image=image), then=lambda: self._step(
+            steps.pull_image(self.ctx.docker, image, timeout), then=self._image_ok))
 
     def _image_ok(self, info: Any) -> None:
         assert self.state is not None

@@ -21,6 +21,7 @@ __all__ = [
     "Interrupt",
     "KernelGone",
     "KernelUpdated",
+    "RecordAgentEvent",
     "Recover",
     "Relist",
     "Restart",
@@ -152,6 +153,14 @@ class Relist:
     containers: tuple[Any, ...]
     #: UTC epoch seconds of the observation
     now: float
+
+
+@dataclass(frozen=True, slots=True)
+class RecordAgentEvent:
+    """Append an event to the agent's own stream (from any thread)."""
+
+    #: a kernlet.events.EventBody
+    body: Any
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import os
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,8 +29,10 @@ from kernlet.drivers.docker import (
     LABEL_SESSION,
     ContainerSpec,
     DockerDriver,
+    ImageInfo,
+    PullProgress,
 )
-from kernlet.errors import ContainerNotFound
+from kernlet.errors import ContainerNotFound, DockerError
 
 __all__ = [
     "IPC_IN_CONTAINER",
@@ -77,6 +80,23 @@ def _prepare(cfg: AgentConfig, dirs: KernelDirs, bootstrap: str) -> None:
         script = dirs.work / BOOTSTRAP_NAME
         script.write_text(bootstrap)
         os.chown(script, uid, gid)
+
+
+def names_registry(image: str) -> bool:
+    """Whether an image name starts with a registry host (``localhost:5000/x``, ``r.io/x``)."""
+    first, sep, _ = image.partition("/")
+    return bool(sep) and ("." in first or ":" in first or first == "localhost")
+
+
+async def pull_image(
+    docker: DockerDriver, image: str, timeout: float,
+    on_progress: Callable[[PullProgress], None] | None = None,
+) -> ImageInfo:
+    """Pull with a time limit; DockerError on failure or timeout."""
+    try:
+        return await asyncio.wait_for(docker.pull(image, on_progress), timeout)
+    except TimeoutError as exc:
+        raise DockerError(f"pull {image}: not done after {timeout:.0f} s") from exc
 
 
 async def prepare_dirs(cfg: AgentConfig, kernel_id: str, bootstrap: str) -> KernelDirs:

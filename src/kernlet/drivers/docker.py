@@ -11,7 +11,7 @@ import contextlib
 import datetime
 import json
 import logging
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,6 +29,7 @@ __all__ = [
     "ContainerSpec",
     "DockerDriver",
     "ImageInfo",
+    "PullProgress",
 ]
 
 log = logging.getLogger(__name__)
@@ -43,6 +44,13 @@ class ImageInfo:
     id: str
     tags: tuple[str, ...]
     labels: dict[str, str]
+
+
+@dataclass(frozen=True, slots=True)
+class PullProgress:
+    status: str
+    current: int
+    total: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,6 +171,31 @@ class DockerDriver:
             tags=tuple(raw.get("RepoTags") or ()),
             labels=dict(cfg.get("Labels") or {}),
         )
+
+    async def pull(
+        self, name: str, on_progress: Callable[[PullProgress], None] | None = None
+    ) -> ImageInfo:
+        """Pull an image (name with tag), reporting progress; the pulled image.
+
+        Progress sums the layers' current/total bytes as Docker reports them. A registry
+        error mid-stream (Docker sends it as a progress item) raises DockerError.
+        """
+        layers: dict[str, tuple[int, int]] = {}
+        with _translate(f"pull {name}"):
+            async for item in self._d.images.pull(name, stream=True, timeout=None):
+                if "error" in item:
+                    raise DockerError(f"pull {name}: {item.get('error')}")
+                detail = item.get("progressDetail") or {}
+                layer = str(item.get("id", ""))
+                if layer and detail.get("total"):
+                    layers[layer] = (int(detail.get("current", 0)), int(detail["total"]))
+                if on_progress is not None:
+                    on_progress(PullProgress(
+                        status=str(item.get("status", "")),
+                        current=sum(c for c, _ in layers.values()),
+                        total=sum(t for _, t in layers.values()),
+                    ))
+        return await self.image(name)
 
     async def images(self, label: str) -> list[ImageInfo]:
         with _translate("list images"):
