@@ -10,7 +10,6 @@ import tarfile
 import time
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
