@@ -55,6 +55,11 @@ FIELD_STRATEGIES: dict[str, st.SearchStrategy[Any]] = {
     "bool": st.booleans(),
     "tuple[int, ...]": st.lists(st.integers(0, 65535), max_size=8).map(tuple),
     "dict[str, str]": st.dictionaries(st.text(max_size=10), st.text(max_size=10), max_size=5),
+    "dict[str, dict[str, str]]": st.dictionaries(
+        st.text(max_size=10),
+        st.dictionaries(st.text(max_size=5), st.text(max_size=8), max_size=3),
+        max_size=3,
+    ),
     "dict[str, Any]": st.dictionaries(st.text(max_size=10), plain, max_size=5),
 }
 

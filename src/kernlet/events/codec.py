@@ -78,7 +78,10 @@ EVENT_TYPES: dict[str, type[t.EventBody]] = {
 
 #: (type name, stored version) -> function turning that version's payload into the next one's.
 Upgrader = Callable[[dict[str, Any]], dict[str, Any]]
-UPGRADERS: dict[tuple[str, int], Upgrader] = {}
+UPGRADERS: dict[tuple[str, int], Upgrader] = {
+    # v2 of kernel_creating records the device map of slots like cuda.shares
+    ("kernel_creating", 1): lambda p: {**p, "devices": {}},
+}
 
 
 def pack(obj: Any) -> bytes:

@@ -143,6 +143,7 @@ class KernelState:
     slots: dict[str, str] = field(default_factory=dict)
     cpuset: tuple[int, ...] = ()
     ports: tuple[int, ...] = ()
+    devices: dict[str, dict[str, str]] = field(default_factory=dict)
     scratch_dir: str = ""
     container_id: str = ""
     info: dict[str, Any] = field(default_factory=dict)
@@ -192,6 +193,7 @@ def apply(state: KernelState | None, env: Envelope) -> KernelState:
                 slots=body.slots,
                 cpuset=body.cpuset,
                 ports=body.ports,
+                devices=body.devices,
                 scratch_dir=body.scratch_dir,
                 container_id="",
             )

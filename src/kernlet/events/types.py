@@ -76,6 +76,8 @@ class KernelCreating(EventBody):
     """Resources are allocated and the scratch dir exists; the container is about to be made."""
 
     TYPE: ClassVar[str] = "kernel_creating"
+    #: v2 added ``devices``
+    VERSION: ClassVar[int] = 2
     #: slot name -> amount as a string (e.g. {"cpu": "1", "mem": "268435456"})
     slots: dict[str, str] = field(default_factory=dict)
     #: host cores pinned to this kernel (CpusetCpus)
@@ -83,6 +85,9 @@ class KernelCreating(EventBody):
     #: host ports reserved for the kernel's service ports
     ports: tuple[int, ...] = ()
     scratch_dir: str = ""
+    #: slot -> device id -> amount, for slots whose placement the cpuset does not say
+    #: (e.g. cuda.shares); cpu and mem need none
+    devices: dict[str, dict[str, str]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
