@@ -11,7 +11,7 @@ import re
 import socket
 import tomllib
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -104,6 +104,24 @@ class ContainerSection(_Section):
         return parse_size(v)
 
 
+class ResourceSection(_Section):
+    """What the node offers kernels: detected capacity minus reserved amounts."""
+
+    #: whole cores kept for the host (the lowest core ids)
+    reserved_cpu: int = Field(default=0, ge=0)
+    #: memory kept for the host and the agent
+    reserved_mem: int = 512 * 1024**2
+    #: "auto": report NVIDIA GPUs found through NVML; "off": never
+    cuda: Literal["auto", "off"] = "auto"
+    #: "device": whole GPUs (cuda.device); "shares": fractions in quanta of 0.1 (cuda.shares)
+    cuda_mode: Literal["device", "shares"] = "device"
+
+    @field_validator("reserved_mem", mode="before")
+    @classmethod
+    def _size(cls, v: Any) -> int:
+        return parse_size(v)
+
+
 class LimitsSection(_Section):
     #: largest request body accepted over NATS (bytes)
     max_request: int = 1024 * 1024
@@ -144,6 +162,7 @@ class AgentConfig(_Section):
     nats: NatsSection = NatsSection()
     docker: DockerSection = DockerSection()
     container: ContainerSection = ContainerSection()
+    resource: ResourceSection = ResourceSection()
     limits: LimitsSection = LimitsSection()
     watcher: WatcherSection = WatcherSection()
     debug: DebugSection = DebugSection()

@@ -23,9 +23,11 @@ from kernlet.actors.context import AgentContext
 from kernlet.actors.loop import LoopThread
 from kernlet.actors.messages import Relist
 from kernlet.actors.outbox import Outbox
-from kernlet.config import AgentConfig
+from kernlet.config import AgentConfig, ConfigError
 from kernlet.drivers.docker import LABEL_AGENT, DockerDriver
 from kernlet.drivers.nats import BusSettings, NatsDriver
+from kernlet.drivers.ports import PortPool
+from kernlet.drivers.resources import Allocator, apply_reserved, detect_plugins, gather_hwinfo
 from kernlet.errors import DriverError
 from kernlet.events import AGENT_STREAM, AgentStarted, AgentTerminated, new_envelope
 from kernlet.store import SQLiteEventLog
@@ -78,7 +80,16 @@ class AgentService:
             create_slots=self.loop.run(_semaphore(self.cfg.agent.kernel_creation_concurrency)),
         )
         self.ctx = ctx
-        self.agent = AgentActor.start(ctx, known, agent_seq + 1)
+        r = self.cfg.resource
+        self.plugins = detect_plugins(r.cuda, r.cuda_mode)
+        try:
+            pools = apply_reserved(self.plugins, {"cpu": r.reserved_cpu, "mem": r.reserved_mem})
+        except ValueError as exc:
+            raise ConfigError(f"resource: {exc}") from exc
+        self.agent = AgentActor.start(
+            ctx, known, agent_seq + 1, Allocator(pools),
+            PortPool(*self.cfg.container.port_range), gather_hwinfo(self.plugins),
+        )
         proxy = self.agent.proxy()
         proxy.adopt(live).get()
         self._agent_event(agent_seq + 1, AgentStarted(reason="started", agent_id=self.cfg.agent.id))

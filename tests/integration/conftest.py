@@ -61,7 +61,8 @@ class AgentProcess:
         self.config = root / "agent.toml"
         self.config.write_text(
             f'[agent]\nid = "{agent_id}"\nvar-dir = "{self.var_dir}"\n'
-            f'[container]\nstop-grace = 2\n[limits]\nmax-request = "256k"\n'
+            f'[container]\nstop-grace = 2\ndefault-cpu = 0.1\n'
+            f'[limits]\nmax-request = "256k"\n'
             f'max-code = "128k"\n{extra}'
         )
         self.log = root / "agent.log"

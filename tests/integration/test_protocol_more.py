@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from integration.conftest import IMAGE, AgentProcess, wait_for
+from integration.conftest import IMAGE, AgentProcess, docker, wait_for
 from kernlet.client import EventSubscriber, KernletClient
-from kernlet.errors import InvalidRequest, KernelNotFound
+from kernlet.errors import InsufficientResource, InvalidRequest, KernelNotFound
 
 pytestmark = pytest.mark.integration
 
@@ -106,3 +106,31 @@ async def test_exec_timeout_interrupts_and_keeps_the_kernel(
     await wait_for(recorded, timeout=10)
     out = await client.execute(kid, "print(kept)")
     assert out["console"] == [["stdout", "yes\n"]]
+
+
+async def test_allocation_limits_and_insufficient_resource(
+    client: KernletClient, agent: AgentProcess
+) -> None:
+    hw = await client.call("gather_hwinfo")
+    assert {"cpu", "mem"} <= set(hw["plugins"]) and "cuda" not in hw["slots"]
+    cores = int(float(hw["slots"]["cpu"]["capacity"]))
+    k = await client.create_kernel(IMAGE, cpu=1, mem=300 * 1024**2)
+    try:
+        cpuset, nano, mem, swap = docker(
+            "inspect", "-f", "{{.HostConfig.CpusetCpus}} {{.HostConfig.NanoCpus}} "
+            "{{.HostConfig.Memory}} {{.HostConfig.MemorySwap}}", k["container_id"]).split()
+        assert len(cpuset.split(",")) == 1 and 0 <= int(cpuset) < cores
+        assert (nano, mem, swap) == ("1000000000", str(300 * 1024**2), str(300 * 1024**2))
+        used = (await client.call("gather_hwinfo"))["slots"]
+        assert float(used["cpu"]["used"]) >= 1 and int(used["mem"]["used"]) >= 300 * 1024**2
+        # more cores than the node has: refused, naming the slot, nothing held
+        with pytest.raises(InsufficientResource, match="cpu"):
+            await client.create_kernel(IMAGE, cpu=cores + 1)
+        with pytest.raises(InsufficientResource, match="mem"):
+            await client.create_kernel(IMAGE, mem=10**15)
+        after = (await client.call("gather_hwinfo"))["slots"]
+        assert after == used
+    finally:
+        await client.destroy_kernel(k["id"])
+    freed = (await client.call("gather_hwinfo"))["slots"]
+    assert float(freed["cpu"]["used"]) < float(used["cpu"]["used"])

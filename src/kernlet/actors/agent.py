@@ -20,6 +20,8 @@ from kernlet.actors.base import LoopActor
 from kernlet.actors.context import AgentContext
 from kernlet.actors.kernel import KernelActor
 from kernlet.actors.messages import (
+    Allocate,
+    Allocated,
     Command,
     Complete,
     ContainerDied,
@@ -31,6 +33,7 @@ from kernlet.actors.messages import (
     KernelUpdated,
     RecordAgentEvent,
     Recover,
+    Release,
     Relist,
     Restart,
     RunCode,
@@ -42,6 +45,8 @@ from kernlet.actors.reply import Gather, Reply
 from kernlet.actors.steps import kernel_dirs, pull_image
 from kernlet.drivers.docker import LABEL_KERNEL, ContainerEvent, ImageInfo, PullProgress
 from kernlet.drivers.files import WorkDir
+from kernlet.drivers.ports import PortPool
+from kernlet.drivers.resources import Allocation, Allocator, format_amount
 from kernlet.errors import (
     ImageNotFound,
     InternalError,
@@ -72,6 +77,7 @@ from kernlet.protocol import (
     DestroyKernel,
     DownloadFile,
     Execute,
+    GatherHwinfo,
     GetCompletions,
     GetEvents,
     GetLogs,
@@ -117,9 +123,22 @@ def summary(state: KernelState) -> dict[str, Any]:
 
 
 class AgentActor(LoopActor):
-    def __init__(self, ctx: AgentContext, known_ids: set[str], agent_seq: int = 0) -> None:
+    def __init__(
+        self,
+        ctx: AgentContext,
+        known_ids: set[str],
+        agent_seq: int = 0,
+        resources: Allocator | None = None,
+        ports: PortPool | None = None,
+        hwinfo: dict[str, Any] | None = None,
+    ) -> None:
         super().__init__(ctx.loop)
         self.ctx = ctx
+        #: the node's slots and the kernels' holdings; only this actor touches them
+        self.resources = resources or Allocator([])
+        self.ports = ports or PortPool(*ctx.cfg.container.port_range)
+        #: what the resource plugins detected (gather_hwinfo)
+        self.hwinfo = hwinfo or {}
         self.kernels: dict[str, pykka.ActorRef[Any]] = {}
         self.states: dict[str, KernelState] = {}
         #: every kernel id the log has ever seen (a create may not reuse one)
@@ -141,9 +160,52 @@ class AgentActor(LoopActor):
         return ref
 
     def adopt(self, states: dict[str, KernelState]) -> None:
-        """Start actors for the live kernels of the log and let each check its container."""
+        """Start actors for the live kernels of the log and let each check its container.
+        Slots and ports are restored exactly as the log recorded them, before any new create."""
         for kernel_id, state in states.items():
+            self._restore(state)
             self._start_kernel(kernel_id, state).tell(Recover())
+
+    def _restore(self, state: KernelState) -> None:
+        if not state.slots and not state.ports:
+            return  # it never got as far as kernel_creating
+        try:
+            self.resources.restore(state.kernel_id, Allocation.from_event(
+                state.slots, state.cpuset, state.devices))
+            self.ports.restore(state.ports)
+        except KernletError as exc:
+            # cannot happen with a sound log; say so loudly rather than double-allocate
+            log.error("kernel %s: cannot restore its resources: %s", state.kernel_id, exc)
+            self.record_agent_event(AgentError(
+                message=f"kernel {state.kernel_id}: resources not restored: {exc}"))
+
+    def slot_report(self) -> dict[str, dict[str, str]]:
+        """slot -> capacity / used / free as strings (after reserved amounts)."""
+        cap, used, free = self.resources.capacity(), self.resources.used(), self.resources.free()
+        kinds = self.resources.advertised_slots()
+        return {s: {"type": kinds[s][0], "capacity": format_amount(cap[s]),
+                    "used": format_amount(used[s]), "free": format_amount(free[s])}
+                for s in cap}
+
+    def _allocate(self, msg: Allocate) -> None:
+        try:
+            allocation = self.resources.allocate(msg.kernel_id, msg.request)
+        except KernletError as exc:
+            msg.reply_to.tell(Allocated(None, (), exc))
+            return
+        try:
+            ports = self.ports.acquire(msg.ports) if msg.ports else ()
+        except KernletError as exc:
+            self.resources.release(msg.kernel_id)
+            msg.reply_to.tell(Allocated(None, (), exc))
+            return
+        msg.reply_to.tell(Allocated(allocation, ports))
+
+    def _release(self, kernel_id: str) -> None:
+        self.resources.release(kernel_id)
+        state = self.states.get(kernel_id)
+        if state is not None and state.ports:
+            self.ports.release(state.ports)
 
     def next_agent_seq(self) -> int:
         """Reserve the next seq of the agent's own stream."""
@@ -186,6 +248,10 @@ class AgentActor(LoopActor):
                 self._restart_crashed(message)
             case RecordAgentEvent():
                 self.record_agent_event(message.body)
+            case Allocate():
+                self._allocate(message)
+            case Release():
+                self._release(message.kernel_id)
             case _:
                 log.warning("agent: unknown message %r", message)
         return None
@@ -281,6 +347,8 @@ class AgentActor(LoopActor):
                 self.spawn(wd.list(req.path), then=reply.ok, fail=reply.error)
             case SyncKernelRegistry():
                 self._sync_registry(req, cmd)
+            case GatherHwinfo():
+                reply.ok({"plugins": self.hwinfo, "slots": self.slot_report()})
             case CheckAndPull():
                 self._check_and_pull(req.image, req.timeout, reply)
             case TriggerBatchExecution():

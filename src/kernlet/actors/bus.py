@@ -14,11 +14,11 @@ from typing import Any
 
 import pykka
 
-from kernlet.actors.messages import Command
+from kernlet.actors.messages import Command, RecordAgentEvent
 from kernlet.actors.reply import Reply
 from kernlet.drivers.nats import NatsDriver, Request
 from kernlet.errors import BusError, InternalError, InvalidRequest, KernletError
-from kernlet.events import CodecError, pack, unpack
+from kernlet.events import AgentError, CodecError, pack, unpack
 from kernlet.protocol import Execute, command_subject, parse_request
 
 __all__ = ["CommandServer"]
@@ -57,8 +57,14 @@ class CommandServer:
             body = {"ok": False, "error": exc.to_wire()}
         except Exception as exc:  # noqa: BLE001 - never let one request kill the server
             self.errors += 1
-            log.error("request %s failed: %s", command, traceback.format_exc())
+            trace = traceback.format_exc()
+            log.error("request %s failed: %s", command, trace)
             body = {"ok": False, "error": InternalError(f"{type(exc).__name__}: {exc}").to_wire()}
+            try:
+                self._agent.tell(RecordAgentEvent(AgentError(
+                    message=f"{command}: {type(exc).__name__}: {exc}", traceback=trace)))
+            except pykka.ActorDeadError:
+                pass
         self.handled += 1
         if req.reply:
             try:

@@ -28,6 +28,8 @@ from kernlet.actors import steps
 from kernlet.actors.base import LoopActor
 from kernlet.actors.context import AgentContext
 from kernlet.actors.messages import (
+    Allocate,
+    Allocated,
     Complete,
     ContainerDied,
     Create,
@@ -37,6 +39,7 @@ from kernlet.actors.messages import (
     KernelGone,
     KernelUpdated,
     Recover,
+    Release,
     Restart,
     RunCode,
     RunFinished,
@@ -49,6 +52,7 @@ from kernlet.actors.runs import RunBook
 from kernlet.errors import (
     CreationFailed,
     ImageNotFound,
+    InsufficientResource,
     InvalidRequest,
     KernelNotRunning,
     KernletError,
@@ -77,12 +81,14 @@ from kernlet.events import (
     is_terminating,
     new_envelope,
 )
+from kernlet.runner.services import ServicePort, parse_service_ports
 
 __all__ = ["KernelActor"]
 
 log = logging.getLogger(__name__)
 
 KERNELSPEC_LABEL = "ai.kernlet.kernelspec"
+SERVICE_PORTS_LABEL = "ai.kernlet.service-ports"
 
 
 class KernelActor(LoopActor):
@@ -116,6 +122,10 @@ class KernelActor(LoopActor):
         #: whether the step in flight may be cancelled by a destroy (never a docker create)
         self._cancellable = False
         self._failure: BaseException | None = None
+        #: the image's declared service ports, and what the agent allocated (create only)
+        self._service_ports: list[ServicePort] = []
+        self._allocation: Any = None
+        self._ports: tuple[int, ...] = ()
 
     # -- plumbing ------------------------------------------------------------------------
 
@@ -207,6 +217,8 @@ class KernelActor(LoopActor):
                 self._recover()
             case Shutdown():
                 self._shutdown()
+            case Allocated():
+                self._allocated(message)
             case InjectedFault():
                 raise RuntimeError(f"injected fault in kernel actor {self.kernel_id}")
             case _:
@@ -247,18 +259,39 @@ class KernelActor(LoopActor):
                                f"(no {KERNELSPEC_LABEL} label)")
             )
             return
+        try:
+            self._service_ports = parse_service_ports(info.labels.get(SERVICE_PORTS_LABEL, ""))
+        except ValueError as exc:
+            self._create_failed(InvalidRequest(f"image {self.state.image}: {exc}"))
+            return
+        cfg = self.ctx.cfg.container
+        request = {
+            "cpu": str(self.state.config.get("cpu") or cfg.default_cpu),
+            "mem": str(self.state.config.get("mem") or cfg.default_mem),
+        }
+        self.agent.tell(Allocate(self.kernel_id, request, len(self._service_ports),
+                                 self.actor_ref))
+
+    def _allocated(self, msg: Allocated) -> None:
+        """The agent's answer: hold the allocation, or fail the create (nothing held)."""
+        if is_terminating(self.state) or not is_live(self.state):
+            return  # a destroy came first; its teardown releases what the agent gave
+        if msg.error is not None:
+            self._create_failed(msg.error)
+            return
+        self._allocation = msg.allocation
+        self._ports = msg.ports
+        assert self.state is not None
         bootstrap = str(self.state.config.get("bootstrap") or "")
         self._step(steps.prepare_dirs(self.ctx.cfg, self.kernel_id, bootstrap), self._dirs_ok)
 
     def _dirs_ok(self, dirs: steps.KernelDirs) -> None:
-        assert self.state is not None
-        cfg = self.ctx.cfg.container
-        slots = {
-            "cpu": str(self.state.config.get("cpu") or cfg.default_cpu),
-            "mem": str(self.state.config.get("mem") or cfg.default_mem),
-        }
+        alloc = self._allocation
+        devices = {s: m for s, m in alloc.to_plain()["devices"].items()
+                   if s not in ("cpu", "mem")}
         self._record(
-            KernelCreating(slots=slots, scratch_dir=str(dirs.scratch)),
+            KernelCreating(slots=alloc.plain_slots(), cpuset=alloc.cpuset, ports=self._ports,
+                           scratch_dir=str(dirs.scratch), devices=devices),
             then=self._create_container,
         )
 
@@ -269,8 +302,8 @@ class KernelActor(LoopActor):
             return
         s = self.state
         spec = steps.container_spec(
-            self.ctx.cfg, self.kernel_id, s.session_id, s.image, s.config,
-            steps.kernel_dirs(self.ctx.cfg, self.kernel_id),
+            self.ctx.cfg, s, steps.kernel_dirs(self.ctx.cfg, self.kernel_id),
+            self._port_map(),
         )
 
         async def create() -> str:
@@ -301,6 +334,16 @@ class KernelActor(LoopActor):
 
         self._step(start(), then=self._started)
 
+    def _port_map(self) -> dict[int, int]:
+        """Container port -> host port, from the image's declared services (create) or the
+        kernel's recorded service ports (restart)."""
+        assert self.state is not None
+        if self._service_ports:
+            return {sp.port: hp for sp, hp in zip(self._service_ports, self.state.ports,
+                                                  strict=True)}
+        return {int(p["container_port"]): int(p["host_port"])
+                for p in self.state.info.get("service_ports", [])}
+
     def _started(self, status: dict[str, Any]) -> None:
         assert self.state is not None
         info = {
@@ -311,7 +354,11 @@ class KernelActor(LoopActor):
             "container_id": self.state.container_id,
             "image": self.state.image,
             "resource_spec": dict(self.state.slots),
-            "service_ports": [],
+            "service_ports": [
+                {"name": sp.name, "protocol": sp.protocol, "container_port": sp.port,
+                 "host_port": hp}
+                for sp, hp in zip(self._service_ports, self.state.ports, strict=True)
+            ] or list(self.state.info.get("service_ports", [])),
             "scratch_dir": self.state.scratch_dir,
             "runtime": {k: status.get(k) for k in ("runtime", "version")},
             "create_seconds": round(time.monotonic() - self._create_started, 3),
@@ -334,7 +381,7 @@ class KernelActor(LoopActor):
 
     def _create_failed(self, err: BaseException) -> None:
         log.warning("kernel %s: creation failed: %s", self.kernel_id, err)
-        if not isinstance(err, (ImageNotFound, InvalidRequest)):
+        if not isinstance(err, (ImageNotFound, InvalidRequest, InsufficientResource)):
             err = CreationFailed(f"kernel {self.kernel_id}: {err}")
         self._failure = err
         if is_live(self.state) and not is_terminating(self.state):
@@ -501,6 +548,7 @@ class KernelActor(LoopActor):
 
     def _torn_down(self, exit_code: int | None) -> None:
         assert self.state is not None
+        self.agent.tell(Release(self.kernel_id))  # clean now: slots and ports go back
         if self._died_exit is not None and self.state.reason != "user-requested":
             exit_code = self._died_exit
         reason = self.state.reason

@@ -12,6 +12,8 @@ from kernlet.events import KernelState
 from kernlet.protocol import Execute
 
 __all__ = [
+    "Allocate",
+    "Allocated",
     "Command",
     "Complete",
     "ContainerDied",
@@ -23,6 +25,7 @@ __all__ = [
     "KernelUpdated",
     "RecordAgentEvent",
     "Recover",
+    "Release",
     "Relist",
     "Restart",
     "RunCode",
@@ -153,6 +156,36 @@ class Relist:
     containers: tuple[Any, ...]
     #: UTC epoch seconds of the observation
     now: float
+
+
+@dataclass(frozen=True, slots=True)
+class Allocate:
+    """A kernel asks the agent for its slots and host ports (all or nothing)."""
+
+    kernel_id: str
+    #: slot -> amount (e.g. {"cpu": "0.5", "mem": "268435456"})
+    request: dict[str, str]
+    #: how many host ports (one per service port of the image)
+    ports: int
+    #: the kernel actor to answer with Allocated
+    reply_to: Any
+
+
+@dataclass(frozen=True, slots=True)
+class Allocated:
+    """The agent's answer to Allocate: what is held now, or why nothing is."""
+
+    #: kernlet.drivers.resources.Allocation, or None on error
+    allocation: Any
+    ports: tuple[int, ...]
+    error: BaseException | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Release:
+    """A kernel is clean: give back its slots and ports."""
+
+    kernel_id: str
 
 
 @dataclass(frozen=True, slots=True)

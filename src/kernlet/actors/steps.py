@@ -33,6 +33,7 @@ from kernlet.drivers.docker import (
     PullProgress,
 )
 from kernlet.errors import ContainerNotFound, DockerError
+from kernlet.events import KernelState
 
 __all__ = [
     "IPC_IN_CONTAINER",
@@ -107,15 +108,15 @@ async def prepare_dirs(cfg: AgentConfig, kernel_id: str, bootstrap: str) -> Kern
 
 def container_spec(
     cfg: AgentConfig,
-    kernel_id: str,
-    session_id: str,
-    image: str,
-    kconfig: dict[str, Any],
+    state: KernelState,
     dirs: KernelDirs,
+    ports: dict[int, int],
 ) -> ContainerSpec:
-    """The container for a kernel, from the agent config and the kernel's creation config."""
-    cpu = float(kconfig.get("cpu") or cfg.container.default_cpu)
-    mem = int(kconfig.get("mem") or cfg.container.default_mem)
+    """The container for a kernel: its recorded allocation (cores, cpu amount, memory), its
+    service ports (container port -> host port), the agent's mounts, user and limits."""
+    kernel_id, session_id, kconfig = state.kernel_id, state.session_id, state.config
+    cpu = float(state.slots.get("cpu") or cfg.container.default_cpu)
+    mem = int(state.slots.get("mem") or cfg.container.default_mem)
     lib = Path(kernlet.__file__).resolve().parent
     env = {
         **{str(k): str(v) for k, v in (kconfig.get("environ") or {}).items()},
@@ -128,7 +129,7 @@ def container_spec(
     }
     return ContainerSpec(
         name=f"kernlet.{kernel_id}",
-        image=image,
+        image=state.image,
         cmd=("/bin/sh", f"{LIB_IN_CONTAINER}/kernlet/runner/entrypoint.sh"),
         labels={
             LABEL_KERNEL: kernel_id,
@@ -144,7 +145,9 @@ def container_spec(
         user=f"{cfg.container.kernel_uid}:{cfg.container.kernel_gid}",
         workdir=WORK_IN_CONTAINER,
         nano_cpus=int(cpu * 1e9),
+        cpuset=",".join(str(c) for c in state.cpuset),
         memory=mem,
+        ports=ports,
         pids_limit=cfg.container.pids_limit,
         bind_host=cfg.container.bind_host,
     )
