@@ -15,7 +15,15 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-__all__ = ["SEARCH_PATH", "AgentConfig", "ConfigError", "find_config", "load_config", "parse_size"]
+__all__ = [
+    "SEARCH_PATH",
+    "AgentConfig",
+    "ConfigError",
+    "apply_cluster",
+    "find_config",
+    "load_config",
+    "parse_size",
+]
 
 SEARCH_PATH = (
     Path("agent.toml"),
@@ -122,6 +130,40 @@ class ResourceSection(_Section):
         return parse_size(v)
 
 
+class HeartbeatSection(_Section):
+    #: seconds between heartbeats (NATS publish and etcd liveness refresh)
+    interval: float = Field(default=10.0, gt=0)
+
+
+class StatsSection(_Section):
+    enabled: bool = True
+    #: seconds between stats samples written to Redis
+    interval: float = Field(default=5.0, gt=0)
+    #: expiry of the node's key (seconds)
+    node_ttl: int = Field(default=120, ge=1)
+    #: expiry of a kernel's key: it disappears soon after the kernel dies
+    kernel_ttl: int = Field(default=10, ge=1)
+
+
+class RedisSection(_Section):
+    url: str = "redis://127.0.0.1:6379/0"
+
+
+class EtcdSection(_Section):
+    """Cluster-wide settings and the agent's liveness key."""
+
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = Field(default=2379, ge=1, le=65535)
+    #: keys live under /kernlet/<namespace>/ (several clusters can share one etcd)
+    namespace: str = Field(default="local", pattern=r"^[A-Za-z0-9_.-]+$")
+    user: str | None = None
+    password: str | None = None
+    timeout: float = Field(default=3.0, gt=0)
+    #: seconds the liveness key outlives the last heartbeat (about three heartbeats)
+    lease_ttl: int = Field(default=30, ge=2)
+
+
 class LimitsSection(_Section):
     #: largest request body accepted over NATS (bytes)
     max_request: int = 1024 * 1024
@@ -163,6 +205,10 @@ class AgentConfig(_Section):
     docker: DockerSection = DockerSection()
     container: ContainerSection = ContainerSection()
     resource: ResourceSection = ResourceSection()
+    heartbeat: HeartbeatSection = HeartbeatSection()
+    stats: StatsSection = StatsSection()
+    redis: RedisSection = RedisSection()
+    etcd: EtcdSection = EtcdSection()
     limits: LimitsSection = LimitsSection()
     watcher: WatcherSection = WatcherSection()
     debug: DebugSection = DebugSection()
@@ -178,6 +224,41 @@ class AgentConfig(_Section):
     @property
     def ipc_root(self) -> Path:
         return self.agent.var_dir / "ipc"
+
+
+#: settings that only the local file may set (identity, and how to reach etcd itself)
+LOCAL_ONLY = {"agent/id", "agent/var-dir", "etcd", "nats", "docker/url", "debug"}
+
+
+def apply_cluster(cfg: AgentConfig, cluster: dict[str, str]) -> tuple[AgentConfig, list[str]]:
+    """Cluster-wide settings from etcd (``section/key`` -> string) applied under the local
+    file: a key the local file sets wins. Returns the new config and the keys refused (local
+    only, unknown, or invalid: those leave the config as it was)."""
+    data = cfg.model_dump(by_alias=True)
+    refused: list[str] = []
+    for key, value in sorted(cluster.items()):
+        section, _, name = key.partition("/")
+        model = getattr(cfg, section.replace("-", "_"), None)
+        field = name.replace("-", "_")
+        if (key in LOCAL_ONLY or section in LOCAL_ONLY or not isinstance(model, BaseModel)
+                or field not in type(model).model_fields):
+            refused.append(key)
+            continue
+        if field in model.model_fields_set:
+            continue  # the local file said so
+        candidate = {**data, section: {**data[section], name: value}}
+        try:
+            AgentConfig.model_validate(candidate)
+        except ValidationError:
+            refused.append(key)
+            continue
+        data = candidate
+    merged = AgentConfig.model_validate(data)
+    # keep "set locally" marks, so that the next change is judged against the file again
+    for section in type(cfg).model_fields:
+        getattr(merged, section).model_fields_set.clear()
+        getattr(merged, section).model_fields_set.update(getattr(cfg, section).model_fields_set)
+    return merged, refused
 
 
 def find_config() -> Path | None:

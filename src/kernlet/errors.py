@@ -19,6 +19,8 @@ library turns it back into the same class. Hierarchy::
         ├── DockerError          Docker Engine refused or failed
         ├── ContainerNotFound    the container is gone
         ├── BusError             NATS failed
+        ├── EtcdError            etcd refused, failed or could not be reached
+        ├── StatsStoreError      Redis refused, failed or could not be reached
         └── RuntimeUnavailable   the in-container runtime does not answer
 """
 
@@ -34,6 +36,7 @@ __all__ = [
     "CreationFailed",
     "DockerError",
     "DriverError",
+    "EtcdError",
     "ImageNotFound",
     "InsufficientResource",
     "InternalError",
@@ -43,6 +46,7 @@ __all__ = [
     "KernelNotRunning",
     "KernletError",
     "RuntimeUnavailable",
+    "StatsStoreError",
     "UnknownCommand",
     "error_from_wire",
 ]
@@ -121,6 +125,14 @@ class ContainerNotFound(DriverError):
 
 class BusError(DriverError):
     """NATS failed."""
+
+
+class EtcdError(DriverError):
+    """etcd refused, failed or could not be reached."""
+
+
+class StatsStoreError(DriverError):
+    """Redis refused, failed or could not be reached."""
 
 
 class RuntimeUnavailable(DriverError):

@@ -50,6 +50,7 @@ __all__ = [
     "UploadFile",
     "command_subject",
     "events_subject",
+    "heartbeat_subject",
     "is_valid_id",
     "parse_request",
 ]
@@ -60,6 +61,10 @@ _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 def command_subject(prefix: str, agent_id: str, command: str) -> str:
     return f"{prefix}.agent.{agent_id}.cmd.{command}"
+
+
+def heartbeat_subject(prefix: str, agent_id: str) -> str:
+    return f"{prefix}.heartbeat.{agent_id}"
 
 
 def events_subject(prefix: str, agent_id: str, stream: str, event_type: str) -> str:

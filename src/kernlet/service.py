@@ -22,6 +22,7 @@ from kernlet.actors.bus import CommandServer
 from kernlet.actors.context import AgentContext
 from kernlet.actors.loop import LoopThread
 from kernlet.actors.messages import Relist
+from kernlet.actors.node import NodeReporter
 from kernlet.actors.outbox import Outbox
 from kernlet.config import AgentConfig, ConfigError
 from kernlet.drivers.docker import LABEL_AGENT, DockerDriver
@@ -63,6 +64,7 @@ class AgentService:
         self.started_at = 0.0
         self.last_reconcile: float | None = None
         self.watcher: Watcher | None = None
+        self.node: NodeReporter | None = None
 
     def start(self) -> None:
         t0 = time.monotonic()
@@ -100,10 +102,23 @@ class AgentService:
         if not self._serving.wait(timeout=5.0):
             log.warning("NATS unreachable at %s: serving once it answers; events are kept "
                         "in the log until then", self.cfg.nats.url)
+        self.node = NodeReporter(self.cfg, self.agent, self.bus, self.docker, self._reconfigure)
+        self.loop.run(self.node.start())
         if self.cfg.watcher.enabled:
             self._start_watcher()
         log.info("agent %s ready in %.2f s with %d live kernel(s) from the log",
                  self.cfg.agent.id, time.monotonic() - t0, len(live))
+
+    def _reconfigure(self, cfg: AgentConfig) -> None:
+        """Cluster settings changed (etcd): new kernels use them. Connection settings and
+        reserved resources only change at the next start."""
+        self.cfg = cfg
+        if self.ctx is not None:
+            self.ctx.cfg = cfg
+
+    @property
+    def last_heartbeat(self) -> float | None:
+        return self.node.last_heartbeat if self.node is not None else None
 
     def _start_watcher(self) -> None:
         watcher = Watcher(self)
@@ -177,6 +192,11 @@ class AgentService:
         self._stopped.set()
         if self.watcher is not None:
             self.watcher.stop()
+        if self.node is not None:
+            try:
+                self.loop.run(self.node.stop(), timeout=10)
+            except Exception as exc:  # noqa: BLE001 - shutdown goes on whatever happens
+                log.warning("stopping the node reporter: %s", exc)
         if self.agent is not None and self.agent.is_alive():
             proxy = self.agent.proxy()
             seq = proxy.next_agent_seq().get()

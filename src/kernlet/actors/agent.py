@@ -26,6 +26,7 @@ from kernlet.actors.messages import (
     Complete,
     ContainerDied,
     Create,
+    Describe,
     Destroy,
     InjectedFault,
     Interrupt,
@@ -250,6 +251,14 @@ class AgentActor(LoopActor):
                 self.record_agent_event(message.body)
             case Allocate():
                 self._allocate(message)
+            case Describe():
+                message.reply.ok({
+                    "resource_slots": {s: list(v) for s, v in
+                                       self.resources.advertised_slots().items()},
+                    "slots_used": self.slot_report(),
+                    "hwinfo": self.hwinfo,
+                    "kernels": [summary(s) for s in self.states.values() if is_live(s)],
+                })
             case Release():
                 self._release(message.kernel_id)
             case _:

@@ -18,6 +18,7 @@ __all__ = [
     "Complete",
     "ContainerDied",
     "Create",
+    "Describe",
     "Destroy",
     "InjectedFault",
     "Interrupt",
@@ -179,6 +180,13 @@ class Allocated:
     allocation: Any
     ports: tuple[int, ...]
     error: BaseException | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Describe:
+    """Ask the agent for a snapshot: slots, usage, plugins, live kernels (heartbeat, stats)."""
+
+    reply: Reply
 
 
 @dataclass(frozen=True, slots=True)

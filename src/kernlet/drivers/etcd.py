@@ -24,15 +24,11 @@ import aetcd
 import aetcd.exceptions
 import grpc
 
-from kernlet.errors import DriverError
+from kernlet.errors import EtcdError
 
 __all__ = ["AgentLease", "ConfigChange", "EtcdDriver", "EtcdError"]
 
 log = logging.getLogger(__name__)
-
-
-class EtcdError(DriverError):
-    """etcd refused, failed or could not be reached."""
 
 
 @dataclass(frozen=True, slots=True)

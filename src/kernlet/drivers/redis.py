@@ -25,7 +25,7 @@ import redis.exceptions
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
-from kernlet.errors import DriverError
+from kernlet.errors import StatsStoreError
 from kernlet.events.codec import CodecError, pack, unpack
 
 __all__ = ["KERNEL_KEY", "NODE_KEY", "StatsStoreError", "StatsWriter"]
@@ -37,10 +37,6 @@ KERNEL_KEY = "kernlet:stats:kernel:{kernel_id}"
 
 #: what :meth:`StatsWriter.run` asks for each tick: (node stats, kernel id -> kernel stats)
 Sample = tuple[Mapping[str, Any], Mapping[str, Mapping[str, Any]]]
-
-
-class StatsStoreError(DriverError):
-    """Redis refused, failed or could not be reached."""
 
 
 @contextlib.contextmanager
