@@ -65,3 +65,26 @@ def test_docs_list_every_key() -> None:
         assert field.annotation is not None
         for key in field.annotation.model_fields:
             assert f"`{key.replace('_', '-')}`" in doc, f"{section}.{key} is not documented"
+
+
+def test_cluster_settings_fill_what_the_local_file_leaves(tmp_path: Path) -> None:
+    from kernlet.config import apply_cluster
+
+    path = tmp_path / "agent.toml"
+    path.write_text("[container]\ndefault-cpu = 0.5\n")
+    local = load_config(path)
+    merged, refused = apply_cluster(local, {
+        "container/default-mem": "300m",   # applied
+        "container/default-cpu": "2",      # the local file wins
+        "agent/id": "stolen",              # local only
+        "nats/url": "nats://elsewhere:1",  # local only
+        "bogus/key": "1",                  # unknown
+        "container/pids-limit": "many",    # invalid: refused, the rest still applies
+    })
+    assert merged.container.default_mem == 300 * 1024**2
+    assert merged.container.default_cpu == 0.5
+    assert merged.agent.id == local.agent.id and merged.nats.url == local.nats.url
+    assert sorted(refused) == ["agent/id", "bogus/key", "container/pids-limit", "nats/url"]
+    # a setting removed from etcd goes back to the default when applied on the local file
+    again, _ = apply_cluster(local, {})
+    assert again.container.default_mem == local.container.default_mem
