@@ -201,6 +201,13 @@ class KernletClient:
         finally:
             await events.stop()
 
+    async def start_service(self, kernel_id: str, service: str) -> dict[str, Any]:
+        """Start an in-container service; ``{name, url, host_port, token}`` once it answers."""
+        return dict(await self.call("start_service", kernel_id=kernel_id, service=service))
+
+    async def shutdown_service(self, kernel_id: str, service: str) -> dict[str, Any]:
+        return dict(await self.call("shutdown_service", kernel_id=kernel_id, service=service))
+
     async def interrupt(self, kernel_id: str) -> dict[str, Any]:
         return dict(await self.call("interrupt_kernel", kernel_id=kernel_id))
 

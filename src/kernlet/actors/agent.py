@@ -43,6 +43,7 @@ from kernlet.actors.messages import (
 )
 from kernlet.actors.reconcile import Died, Missing, Orphan, plan
 from kernlet.actors.reply import Gather, Reply
+from kernlet.actors.services import shutdown_service, start_service
 from kernlet.actors.steps import kernel_dirs, pull_image
 from kernlet.drivers.docker import LABEL_KERNEL, ContainerEvent, ImageInfo, PullProgress
 from kernlet.drivers.files import WorkDir
@@ -88,6 +89,8 @@ from kernlet.protocol import (
     Ping,
     ResetAgent,
     RestartKernel,
+    ShutdownService,
+    StartService,
     SyncKernelRegistry,
     TriggerBatchExecution,
     UploadFile,
@@ -356,6 +359,14 @@ class AgentActor(LoopActor):
                 self.spawn(wd.list(req.path), then=reply.ok, fail=reply.error)
             case SyncKernelRegistry():
                 self._sync_registry(req, cmd)
+            case StartService():
+                state = self._live_state(req.kernel_id)
+                self.spawn(start_service(self.ctx.docker, self.ctx.cfg, state, req.service),
+                           then=reply.ok, fail=reply.error)
+            case ShutdownService():
+                state = self._live_state(req.kernel_id)
+                self.spawn(shutdown_service(self.ctx.docker, self.ctx.cfg, state, req.service),
+                           then=reply.ok, fail=reply.error)
             case GatherHwinfo():
                 reply.ok({"plugins": self.hwinfo, "slots": self.slot_report()})
             case CheckAndPull():

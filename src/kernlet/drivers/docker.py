@@ -11,7 +11,7 @@ import contextlib
 import datetime
 import json
 import logging
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -302,6 +302,36 @@ class DockerDriver:
             with contextlib.suppress(ContainerNotFound):
                 out.append(await self.inspect(item.id))
         return out
+
+    async def exec(
+        self,
+        container_id: str,
+        argv: Sequence[str],
+        *,
+        user: str = "",
+        workdir: str = "",
+        env: dict[str, str] | None = None,
+        wait: float | None = None,
+    ) -> int | None:
+        """Run a command in the container (detached). With ``wait``, wait up to that many
+        seconds for it to end and return its exit code; else return None at once."""
+        with _translate(f"exec in {container_id[:12]}"):
+            ex = await self._d.containers.container(container_id).exec(
+                [*argv], stdout=False, stderr=False, user=user, workdir=workdir or None,
+                environment=env or None,
+            )
+            await ex.start(detach=True)
+            if wait is None:
+                return None
+            deadline = asyncio.get_running_loop().time() + wait
+            while True:
+                info = await ex.inspect()
+                if not info.get("Running"):
+                    return int(info.get("ExitCode") or 0)
+                if asyncio.get_running_loop().time() >= deadline:
+                    raise DockerError(f"exec {argv[0]} in {container_id[:12]}: still running "
+                                      f"after {wait:.0f} s")
+                await asyncio.sleep(0.1)
 
     async def logs(self, container_id: str, tail: int = 1000) -> str:
         with _translate(f"logs of {container_id[:12]}"):
