@@ -29,6 +29,7 @@ __all__ = [
     "KERNELSPEC_LABEL",
     "PYTHON_IMAGE_LABELS",
     "PYTHON_PACKAGES",
+    "SERVICE_PORTS_LABEL",
     "ImageError",
     "build_log_path",
     "ensure_python_image",
@@ -40,6 +41,7 @@ __all__ = [
 DEFAULT_PYTHON_TAG = "kernlet/python:3.11"  # bookworm's python3 is 3.11
 SUITE = "bookworm"
 KERNELSPEC_LABEL = "ai.kernlet.kernelspec"
+SERVICE_PORTS_LABEL = "ai.kernlet.service-ports"  # format: kernlet.runner.services
 WORK_UID = WORK_GID = 1000
 WORK_HOME = "/home/work"
 
@@ -54,6 +56,12 @@ PYTHON_PACKAGES: tuple[str, ...] = (
     # python3-fonttools (for matplotlib) needs "python3-scipy | python3-munkres": naming munkres
     # keeps scipy out, and with it pythran, gcc and the C headers (about 400 MB).
     "python3-munkres",
+    # In-container services (docs/services.md): Jupyter Notebook 6 for "jupyter"; it brings
+    # tornado and terminado, which kernlet's own web terminal ("terminal") uses.
+    "python3-notebook",
+    # xterm.js for the terminal page: bookworm's libjs-xterm ships a broken stub as xterm.js,
+    # node-xterm (1.4 MB, no nodejs) the CommonJS modules that runner/terminal.py bundles.
+    "node-xterm",
     "ca-certificates",
     "procps",
 )
@@ -63,7 +71,7 @@ PYTHON_IMAGE_LABELS: dict[str, str] = {
     "ai.kernlet.runtime-type": "python",
     "ai.kernlet.runtime-path": "/usr/bin/python3",
     "ai.kernlet.features": "query,batch,input,interrupt,complete",
-    "ai.kernlet.service-ports": "",
+    SERVICE_PORTS_LABEL: "jupyter:http:8888,terminal:http:7681",
     "ai.kernlet.built-by": "kernlet image build",
 }
 
@@ -88,7 +96,15 @@ fi
 mkdir -p "$1{WORK_HOME}"
 chown {WORK_UID}:{WORK_GID} "$1{WORK_HOME}"
 """
-_CHECK_MODULES = 'test -d "$1/usr/lib/python3/dist-packages/matplotlib_inline"'
+_CHECK_MODULES = " && ".join(
+    f'test -e "$1{path}"'
+    for path in (
+        "/usr/lib/python3/dist-packages/matplotlib_inline",
+        "/usr/lib/python3/dist-packages/notebook",
+        "/usr/lib/python3/dist-packages/terminado",
+        "/usr/share/nodejs/xterm/lib/public/Terminal.js",  # runner/terminal.py's XTERM_LIB
+    )
+)
 _TRIM = 'rm -rf "$1"/var/lib/apt/lists/* "$1"/var/cache/apt/* "$1"/var/log/apt/* "$1"/tmp/*'
 _EXCLUDED_PATHS = (
     "/usr/share/man/*",
