@@ -36,7 +36,7 @@ def test_image_has_kernlet_labels_and_env(image_id: str) -> None:
         "ai.kernlet.runtime-type": "python",
         "ai.kernlet.runtime-path": "/usr/bin/python3",
         "ai.kernlet.features": "query,batch,input,interrupt,complete",
-        "ai.kernlet.service-ports": "",
+        "ai.kernlet.service-ports": "jupyter:http:8888,terminal:http:7681",
         "ai.kernlet.built-by": "kernlet image build",
     }
     env = dict(item.split("=", 1) for item in config["Env"])
