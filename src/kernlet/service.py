@@ -65,6 +65,7 @@ class AgentService:
         self.last_reconcile: float | None = None
         self.watcher: Watcher | None = None
         self.node: NodeReporter | None = None
+        self.capacity: dict[str, float] = {}
 
     def start(self) -> None:
         t0 = time.monotonic()
@@ -88,6 +89,8 @@ class AgentService:
             pools = apply_reserved(self.plugins, {"cpu": r.reserved_cpu, "mem": r.reserved_mem})
         except ValueError as exc:
             raise ConfigError(f"resource: {exc}") from exc
+        #: what kernels may hold, after reserved amounts (the watcher's gauges)
+        self.capacity = {p.spec.name: float(sum(p.devices.values())) for p in pools}
         self.agent = AgentActor.start(
             ctx, known, agent_seq + 1, Allocator(pools),
             PortPool(*self.cfg.container.port_range), gather_hwinfo(self.plugins),
@@ -121,7 +124,7 @@ class AgentService:
         return self.node.last_heartbeat if self.node is not None else None
 
     def _start_watcher(self) -> None:
-        watcher = Watcher(self)
+        watcher = Watcher(self, capacity=self.capacity)
         try:
             url = watcher.start()
         except OSError as exc:  # the agent serves kernels without its HTTP endpoint
