@@ -110,6 +110,19 @@ def body_to_payload(body: t.EventBody) -> dict[str, Any]:
     return out
 
 
+_FIELDS: dict[type[t.EventBody], tuple[tuple[str, bool], ...]] = {}
+
+
+def _decoded_fields(cls: type[t.EventBody]) -> tuple[tuple[str, bool], ...]:
+    """(name, is a tuple) per field of an event type: replay decodes every event, and
+    ``dataclasses.fields`` per call was a fifth of that (see docs/performance.md)."""
+    found = _FIELDS.get(cls)
+    if found is None:
+        found = _FIELDS[cls] = tuple(
+            (f.name, "tuple" in str(f.type)) for f in dataclasses.fields(cls))
+    return found
+
+
 def body_from_payload(type_name: str, version: int, payload: dict[str, Any]) -> t.EventBody:
     cls = EVENT_TYPES.get(type_name)
     if cls is None:
@@ -123,12 +136,12 @@ def body_from_payload(type_name: str, version: int, payload: dict[str, Any]) -> 
     if version > cls.VERSION:
         raise CodecError(f"{type_name} v{version} is newer than this agent knows (v{cls.VERSION})")
     kwargs: dict[str, Any] = {}
-    for f in dataclasses.fields(cls):
-        if f.name in payload:
-            value = payload[f.name]
-            if isinstance(value, list) and "tuple" in str(f.type):
+    for name, is_tuple in _decoded_fields(cls):
+        if name in payload:
+            value = payload[name]
+            if is_tuple and isinstance(value, list):
                 value = tuple(value)
-            kwargs[f.name] = value
+            kwargs[name] = value
     try:
         return cls(**kwargs)
     except TypeError as exc:

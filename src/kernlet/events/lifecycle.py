@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Iterable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields
 from functools import reduce
 from typing import Any
 
@@ -157,6 +157,9 @@ class KernelState:
     exit_code: int | None = None
 
 
+_STATE_FIELDS = tuple(f.name for f in fields(KernelState))
+
+
 def accepts(state: KernelState | None, event_type: str) -> bool:
     """Whether the table allows ``event_type`` from this kernel's current state."""
     return (state.state if state is not None else None, event_type) in TRANSITIONS
@@ -214,7 +217,17 @@ def apply(state: KernelState | None, env: Envelope) -> KernelState:
             changes.update(reason=body.reason, exit_code=body.exit_code, current_run="")
         case _:
             pass
-    return replace(state, **changes)
+    return _replace(state, changes)
+
+
+def _replace(state: KernelState, changes: dict[str, Any]) -> KernelState:
+    """``dataclasses.replace`` without its per-call introspection and ``__init__`` (replay
+    calls this once per event; it was 40 % of a fold). Every field is set, so the result is
+    what ``replace`` would make."""
+    new = object.__new__(KernelState)
+    for name in _STATE_FIELDS:
+        object.__setattr__(new, name, changes[name] if name in changes else getattr(state, name))
+    return new
 
 
 def in_creation(state: KernelState | None) -> bool:
