@@ -4,9 +4,6 @@ that is stopped and started again under a running watch and liveness key."""
 from __future__ import annotations
 
 import asyncio
-import shutil
-import socket
-import subprocess
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -16,26 +13,15 @@ import aetcd
 import pytest
 
 from integration.conftest import wait_for
+from integration.servers import PrivateEtcd, free_port, port_open
 from kernlet.drivers.etcd import ConfigChange, EtcdDriver, EtcdError
 
 pytestmark = pytest.mark.integration
 
 
-def _open(port: int) -> bool:
-    with socket.socket() as s:
-        s.settimeout(0.2)
-        return s.connect_ex(("127.0.0.1", port)) == 0
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture
 async def etcd() -> AsyncIterator[EtcdDriver]:
-    if not _open(2379):
+    if not port_open(2379):
         pytest.fail("etcd not running on 127.0.0.1:2379: run `kernlet halfstack up`")
     namespace = f"test-{uuid.uuid4().hex[:8]}"
     driver = EtcdDriver(namespace=namespace, reconnect_delay=0.2)
@@ -110,7 +96,7 @@ async def test_clean_shutdown_revokes_at_once(etcd: EtcdDriver) -> None:
 
 
 async def test_errors_are_translated() -> None:
-    down = EtcdDriver(port=_free_port(), namespace="nobody", timeout=1.0)
+    down = EtcdDriver(port=free_port(), namespace="nobody", timeout=1.0)
     with pytest.raises(EtcdError, match="etcd read config"):
         await down.get_config()
     lease = down.liveness("a", "x", ttl=2)
@@ -122,37 +108,8 @@ async def test_errors_are_translated() -> None:
         EtcdDriver(namespace="a/b")
 
 
-class PrivateEtcd:
-    def __init__(self, data_dir: Path) -> None:
-        self.data_dir = data_dir
-        self.port, self.peer = _free_port(), _free_port()
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        client, peer = f"http://127.0.0.1:{self.port}", f"http://127.0.0.1:{self.peer}"
-        self.proc = subprocess.Popen(
-            ["etcd", "--name", "t", "--data-dir", str(self.data_dir),
-             "--listen-client-urls", client, "--advertise-client-urls", client,
-             "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
-             "--initial-cluster", f"t={peer}"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + 20
-        while not _open(self.port):
-            assert time.monotonic() < deadline, "private etcd did not start"
-            time.sleep(0.05)
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            self.proc.terminate()
-            self.proc.wait(10)
-            self.proc = None
-
-
 @pytest.fixture
 def private_etcd(tmp_path: Path) -> Iterator[PrivateEtcd]:
-    if shutil.which("etcd") is None:
-        pytest.fail("etcd missing: run `kernlet halfstack up`")
     server = PrivateEtcd(tmp_path / "etcd")
     server.start()
     yield server

@@ -3,11 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import shutil
 import signal
-import socket
-import subprocess
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,41 +13,11 @@ import pytest
 import redis.asyncio as aioredis
 
 from integration.conftest import IMAGE, NATS_URL, AgentProcess, docker, wait_for
+from integration.servers import PrivateRedis
 from kernlet.client import KernletClient
 from kernlet.events import unpack
 
 pytestmark = pytest.mark.integration
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class PrivateRedis:
-    def __init__(self, root: Path) -> None:
-        self.port = free_port()
-        self.root = root
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        binary = shutil.which("redis-server")
-        assert binary, "redis-server missing: run `kernlet halfstack up`"
-        self.proc = subprocess.Popen(
-            [binary, "--bind", "127.0.0.1", "--port", str(self.port), "--save", "",
-             "--appendonly", "no", "--dir", str(self.root)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 10
-        while socket.socket().connect_ex(("127.0.0.1", self.port)) != 0:
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            self.proc.terminate()
-            self.proc.wait(10)
-            self.proc = None
 
 
 @pytest.fixture

@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import shutil
 import signal
-import socket
 import subprocess
-import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -16,6 +13,7 @@ from typing import Any
 import pytest
 
 from integration.conftest import IMAGE, NATS_URL, AgentProcess, docker, wait_for
+from integration.servers import PrivateNats
 from kernlet.client import KernletClient
 from kernlet.errors import AgentUnavailable, KernelNotRunning
 
@@ -123,46 +121,6 @@ async def test_crashed_kernel_actor_is_rebuilt_from_its_stream(
     await wait_for(incident)
     assert await stdout_of(fclient, k["id"], "print(n)") == "42\n"
     await fclient.destroy_kernel(k["id"])
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class PrivateNats:
-    """A nats-server of this test's own, so that it can be stopped and started."""
-
-    def __init__(self, root: Path) -> None:
-        self.port = _free_port()
-        self.root = root
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"nats://127.0.0.1:{self.port}"
-
-    def start(self) -> None:
-        binary = shutil.which("nats-server")
-        assert binary, "nats-server missing: run `kernlet halfstack up`"
-        self.proc = subprocess.Popen(
-            [binary, "-a", "127.0.0.1", "-p", str(self.port), "-js", "-sd", str(self.root)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            with socket.socket() as s:
-                if s.connect_ex(("127.0.0.1", self.port)) == 0:
-                    return
-            time.sleep(0.05)
-        raise RuntimeError("private nats-server did not start")
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            self.proc.terminate()
-            self.proc.wait(10)
-            self.proc = None
 
 
 async def jetstream_event_ids(url: str, agent_id: str) -> list[str]:

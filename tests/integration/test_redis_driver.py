@@ -4,18 +4,16 @@ comes back while the writer's loop runs."""
 from __future__ import annotations
 
 import asyncio
-import shutil
-import socket
-import subprocess
-import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
 
 from integration.conftest import wait_for
+from integration.servers import PrivateRedis, port_open
 from kernlet.drivers.redis import KERNEL_KEY, NODE_KEY, StatsStoreError, StatsWriter
 
 pytestmark = pytest.mark.integration
@@ -23,48 +21,9 @@ pytestmark = pytest.mark.integration
 REDIS_URL = "redis://127.0.0.1:6379/0"
 
 
-def _open(port: int) -> bool:
-    with socket.socket() as s:
-        s.settimeout(0.2)
-        return s.connect_ex(("127.0.0.1", port)) == 0
-
-
-class PrivateRedis:
-    """A redis-server of this test's own, on a free loopback port; stopped by its pid."""
-
-    def __init__(self) -> None:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> None:
-        self.proc = subprocess.Popen(
-            ["redis-server", "--bind", "127.0.0.1", "--port", str(self.port), "--save", "",
-             "--appendonly", "no"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + 10
-        while not _open(self.port):
-            assert time.monotonic() < deadline, "private redis-server did not start"
-            time.sleep(0.02)
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            self.proc.terminate()
-            self.proc.wait(10)
-            self.proc = None
-
-
 @pytest.fixture
-def private_redis() -> Iterator[PrivateRedis]:
-    if shutil.which("redis-server") is None:
-        pytest.fail("redis-server missing: run `kernlet halfstack up`")
-    server = PrivateRedis()
+def private_redis(tmp_path: Path) -> Iterator[PrivateRedis]:
+    server = PrivateRedis(tmp_path)
     server.start()
     yield server
     server.stop()
@@ -72,7 +31,7 @@ def private_redis() -> Iterator[PrivateRedis]:
 
 @pytest.fixture
 async def raw() -> AsyncIterator[aioredis.Redis]:
-    if not _open(6379):
+    if not port_open(6379):
         pytest.fail("redis not running on 127.0.0.1:6379: run `kernlet halfstack up`")
     client = aioredis.from_url(REDIS_URL)
     yield client
