@@ -23,6 +23,10 @@ __all__ = ["Outbox"]
 
 log = logging.getLogger(__name__)
 
+#: seconds a "delivered" mark waits, so that the marks of the events published meanwhile share
+#: one commit (one mark per event was a commit per event; see docs/performance.md)
+MARK_DELAY = 0.05
+
 
 class Outbox:
     def __init__(self, bus: NatsDriver, store: EventLog, prefix: str, agent_id: str) -> None:
@@ -34,6 +38,9 @@ class Outbox:
         self._wake = asyncio.Event()
         #: True when the log may hold undelivered events that the queue does not
         self._behind = True
+        #: event ids published on the fast path, not yet marked delivered
+        self._marks: list[str] = []
+        self._marking: asyncio.Task[None] | None = None
         self.published = 0
         self.last_error = ""
 
@@ -56,7 +63,7 @@ class Outbox:
                     await self._catch_up()
                 while self._queue:
                     batch, self._queue = self._queue, []
-                    await self._publish(batch)
+                    await self._publish(batch, defer_marks=True)
                 self.last_error = ""
             except BusError as exc:
                 self.last_error = str(exc)
@@ -67,6 +74,7 @@ class Outbox:
 
     async def _catch_up(self) -> None:
         self._queue.clear()
+        await self._flush_marks(0.0)  # what was published is not read back as undelivered
         while True:
             pending = await self._store.undelivered(500)
             if not pending:
@@ -74,7 +82,7 @@ class Outbox:
             await self._publish(pending)
         self._behind = False
 
-    async def _publish(self, batch: Sequence[Envelope]) -> None:
+    async def _publish(self, batch: Sequence[Envelope], defer_marks: bool = False) -> None:
         delivered: list[str] = []
         try:
             for env in batch:
@@ -83,5 +91,21 @@ class Outbox:
                 delivered.append(env.event_id)
                 self.published += 1
         finally:
-            if delivered:
+            if delivered and defer_marks:
+                self._marks += delivered
+                if self._marking is None or self._marking.done():
+                    self._marking = asyncio.create_task(self._flush_marks(MARK_DELAY))
+            elif delivered:
                 await self._store.mark_delivered(delivered)
+
+    async def _flush_marks(self, delay: float) -> None:
+        """Mark the deferred ids delivered. A mark that never lands (the agent died first)
+        only means the event is published again after the restart; consumers and JetStream
+        drop the repeat by event id."""
+        if delay:
+            await asyncio.sleep(delay)
+        marks, self._marks = self._marks, []
+        try:
+            await self._store.mark_delivered(marks)
+        except Exception as exc:  # noqa: BLE001 - the next start re-publishes them
+            log.warning("could not mark %d event(s) delivered: %s", len(marks), exc)
