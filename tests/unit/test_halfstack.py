@@ -11,6 +11,7 @@ import http.server
 import json
 import os
 import signal
+import random
 import socket
 import socketserver
 import subprocess
@@ -39,10 +40,16 @@ def _gone(pid: int) -> bool:
 
 
 def _closed_port() -> int:
-    """A loopback port on which nothing listens (bound, then released)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A loopback port on which nothing listens, outside the ephemeral range (where Docker
+    and other tests pick ports at random, so one might be taken right after we let it go)."""
+    for port in random.sample(range(20000, 29000), 200):
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port in 20000-29000")
 
 
 @pytest.fixture
