@@ -10,8 +10,8 @@ import contextlib
 import http.server
 import json
 import os
-import signal
 import random
+import signal
 import socket
 import socketserver
 import subprocess
