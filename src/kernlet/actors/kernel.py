@@ -41,7 +41,6 @@ from kernlet.actors.messages import (
 from kernlet.actors.reply import Reply
 from kernlet.errors import (
     KernelNotRunning,
-    KernletError,
 )
 from kernlet.events import (
     ExecutionFinished,
@@ -49,7 +48,6 @@ from kernlet.events import (
     ExecutionTimeout,
     SessionFailure,
     SessionSuccess,
-    State,
     can_execute,
     is_live,
 )
@@ -162,11 +160,3 @@ class KernelActor(CreateSteps, EndSteps):
         kernel from its stream (see ``_SupervisedKernel``)."""
         log.error("kernel actor %s crashed: %r", self.kernel_id, exc_value)
         self.ctx.loop.submit(self.runs.close(f"kernel actor crashed: {exc_value}"))
-
-    @property
-    def state_name(self) -> str:
-        return self.state.state.value if self.state else State.PREPARING.value
-
-
-def failure_result(kernel_id: str, err: KernletError) -> dict[str, Any]:
-    return {"id": kernel_id, "ok": False, "error": err.to_wire()}

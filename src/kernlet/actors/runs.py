@@ -126,12 +126,6 @@ class RunBook:
                 run.changed.set()
                 self._on_finished(run_id, "lost", None)
 
-    def busy_with(self) -> str | None:
-        for run_id in self._order:
-            if not self._runs[run_id].done.is_set():
-                return run_id
-        return None
-
     async def execute(
         self,
         run_id: str,
