@@ -434,6 +434,8 @@ async def _main(bench: Bench, only: tuple[str, ...]) -> list[Row]:
     loop = asyncio.get_running_loop()
     task = asyncio.current_task()
     assert task is not None
+    # explicit, also where SIGINT was inherited as ignored (a background job of a script)
+    loop.add_signal_handler(signal.SIGINT, task.cancel)
     loop.add_signal_handler(signal.SIGTERM, task.cancel)
     try:
         return await bench.run(only)

@@ -6,6 +6,7 @@ installed); this command finds them there. See docs/performance.md.
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 import sys
 from pathlib import Path
@@ -55,8 +56,9 @@ def bench(quick: bool, image: str, nats_url: str, only: tuple[str, ...],
         profile.mkdir(parents=True, exist_ok=True)
     try:
         table = run.run(image, nats_url, quick, only, profile)
-    except KeyboardInterrupt:
-        raise click.Abort() from None
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        click.echo("kernlet bench: interrupted (its agents and containers are gone)", err=True)
+        sys.exit(130)
     click.echo(table)
     if out is not None:
         out.write_text(table + "\n")
