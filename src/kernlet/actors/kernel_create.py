@@ -150,11 +150,11 @@ class CreateSteps(KernelBase):
         assert self.state is not None
 
         async def start() -> dict[str, Any]:
+            # the slot bounds Docker calls, not the runtime's boot: held until the runtime
+            # answered, it made a create of more kernels than slots run in waves
             async with self.ctx.create_slots:
-                return await steps.start_and_connect(
-                    self.ctx.docker, self.state.container_id if self.state else "", self.runs,
-                    self.ctx.cfg.agent.create_timeout,
-                )
+                await self.ctx.docker.start(self.state.container_id if self.state else "")
+            return await self.runs.connect(self.ctx.cfg.agent.create_timeout)
 
         self._step(start(), then=self._started)
 
