@@ -58,9 +58,15 @@ class RuntimeChannel:
                 status = await self.request({"op": "status"}, timeout=2.0)
                 if status.get("data", {}).get("ready"):
                     return dict(status["data"])
+                failed = status.get("data", {}).get("error")
             except (TimeoutError, OSError, RuntimeUnavailable) as exc:
                 last = exc
                 await self._drop()
+            else:
+                if failed:
+                    # its ipykernel did not start and it does not try again: waiting out the
+                    # timeout (create-timeout, 60 s by default) would only delay the failure
+                    raise RuntimeUnavailable(f"runtime at {self.path} failed: {failed}")
             await asyncio.sleep(0.05)
         raise RuntimeUnavailable(f"runtime at {self.path} not ready after {timeout:.0f} s: {last}")
 
