@@ -120,6 +120,8 @@ class AgentProc:
         root.mkdir(parents=True, exist_ok=True)
         self.config.write_text(
             f'[agent]\nid = "{agent_id}"\nvar-dir = "{self.var_dir}"\n'
+            # a kernel of 0.04 cpu (50 on 2 cores) boots its ipykernel in about a minute
+            "create-timeout = 600\n"
             f'[nats]\nurl = "{nats_url}"\n'
             "[container]\nstop-grace = 2\n"
             "[watcher]\nenabled = false\n"
