@@ -65,7 +65,7 @@ class AgentSection(_Section):
     scaling_group: str = "default"
     #: where the event log, scratch dirs and runtime sockets live
     var_dir: Path = Path("/var/lib/kernlet")
-    #: kernels created at once by one create_kernels call
+    #: Docker create/start calls at once (kernels then boot their runtimes side by side)
     kernel_creation_concurrency: int = Field(default=8, ge=1, le=64)
     #: seconds a create may take until its runtime answers
     create_timeout: float = Field(default=60.0, gt=0)

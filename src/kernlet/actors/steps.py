@@ -5,7 +5,7 @@ run twice and safe to run for a kernel that never got that far:
 
 - :func:`prepare_dirs`: scratch ``<var>/scratch/<kid>/work`` and runtime dir ``<var>/ipc/<kid>``
 - :func:`container_spec`: the container as plain data (mounts, limits, labels, user)
-- :func:`create_container` / :func:`start_and_connect`
+- :func:`create_container`
 - :func:`teardown`: stop (grace, then kill), remove every container of the kernel, remove dirs
 """
 
@@ -18,10 +18,8 @@ import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import kernlet
-from kernlet.actors.runs import RunBook
 from kernlet.config import AgentConfig
 from kernlet.drivers.docker import (
     LABEL_AGENT,
@@ -42,7 +40,6 @@ __all__ = [
     "create_container",
     "kernel_dirs",
     "prepare_dirs",
-    "start_and_connect",
     "teardown",
 ]
 
@@ -160,13 +157,6 @@ async def create_container(docker: DockerDriver, spec: ContainerSpec) -> str:
             await docker.remove(old.id)
     return await docker.create(spec)
 
-
-async def start_and_connect(
-    docker: DockerDriver, container_id: str, runs: RunBook, timeout: float
-) -> dict[str, Any]:
-    """Start the container and wait until its runtime answers; the runtime's status."""
-    await docker.start(container_id)
-    return await runs.connect(timeout)
 
 
 async def teardown(
