@@ -18,15 +18,15 @@ import shutil
 import subprocess
 import tempfile
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import aiohttp
 import pytest
 
 import kernlet
+from integration.browser import chromium_page
 from kernlet import images
 from kernlet.runner.services import (
     ServiceDef,
@@ -276,75 +276,7 @@ async def use_terminal(kernel: Kernel, defn: ServiceDef, token: str) -> None:
         await asyncio.sleep(0.2)
 
 
-class Browser:
-    """One headless Chromium tab over the DevTools protocol (one call at a time)."""
 
-    def __init__(self, ws: aiohttp.ClientWebSocketResponse) -> None:
-        self.ws = ws
-        self.next_id = 0
-
-    async def call(self, method: str, **params: Any) -> dict[str, Any]:
-        self.next_id += 1
-        await self.ws.send_json({"id": self.next_id, "method": method, "params": params})
-        async for msg in self.ws:
-            data = json.loads(msg.data)
-            if data.get("id") == self.next_id:
-                if "error" in data:
-                    raise RuntimeError(f"{method}: {data['error']}")
-                result: dict[str, Any] = data.get("result", {})
-                return result
-        raise RuntimeError("DevTools connection closed")
-
-    async def js(self, expression: str) -> Any:
-        r = await self.call("Runtime.evaluate", expression=expression, returnByValue=True)
-        return r["result"].get("value")
-
-    async def until(self, expression: str, timeout: float = 15.0) -> Any:
-        guarded = f"(() => {{ try {{ return ({expression}); }} catch (e) {{ return null; }} }})()"
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            r = await self.call("Runtime.evaluate", expression=guarded, returnByValue=True)
-            if r["result"].get("value"):
-                return r["result"]["value"]
-            await asyncio.sleep(0.05)
-        r = await self.call("Runtime.evaluate", expression="document.body.innerText",
-                            returnByValue=True)  # fmt: skip
-        raise AssertionError(f"never {expression!r}; the page shows {r['result'].get('value')!r}")
-
-
-@contextlib.asynccontextmanager
-async def browser() -> AsyncIterator[Browser]:
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    if chromium is None:
-        pytest.skip("chromium missing: apt-get install -y chromium (Debian's package)")
-    profile = Path(tempfile.mkdtemp(prefix="kernlet-chromium-"))
-    proc = subprocess.Popen(
-        [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync",
-         f"--user-data-dir={profile}", "--window-size=1000,600", "--remote-debugging-port=0",
-         "--remote-allow-origins=*", "about:blank"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    try:
-        port_file = profile / "DevToolsActivePort"
-        deadline = time.monotonic() + 30
-        while not (port_file.exists() and port_file.read_text().strip()):
-            assert proc.poll() is None and time.monotonic() < deadline, "chromium did not start"
-            await asyncio.sleep(0.05)
-        devtools = int(port_file.read_text().split()[0])
-        async with aiohttp.ClientSession() as http:
-            async with http.get(f"http://127.0.0.1:{devtools}/json/list") as resp:
-                target = next(t for t in await resp.json() if t["type"] == "page")
-            async with http.ws_connect(target["webSocketDebuggerUrl"], max_msg_size=0) as ws:
-                yield Browser(ws)
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        shutil.rmtree(profile, ignore_errors=True)
 
 
 SCREEN = (
@@ -360,7 +292,7 @@ async def test_terminal_page_works_in_a_browser(kernel: Kernel) -> None:
     await wait_ready(kernel, "terminal", defn, token)
     port = kernel.host_ports["terminal"]
     try:
-        async with browser() as tab:
+        async with chromium_page(1000, 600) as tab:
             await tab.call("Page.navigate", url=defn.user_url(port, token))
             await tab.until("window.kernletTerminal && kernletTerminal.socket.readyState === 1")
             assert await tab.until("location.search === '' && location.href") == (
