@@ -15,13 +15,13 @@ against the committed heads plus the appends staged before it in the same batch.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from kernlet.events.lifecycle import IllegalTransition, KernelState, apply
 from kernlet.events.types import AGENT_STREAM, Envelope
 from kernlet.store.errors import AppendConflict, DuplicateEvent, SequenceConflict, StoreClosed
-from kernlet.store.records import Record
+from kernlet.store.records import Record, to_record
 
 __all__ = [
     "Append",
@@ -30,6 +30,7 @@ __all__ = [
     "Request",
     "Staging",
     "StreamHead",
+    "WriteFront",
     "stage_all",
 ]
 
@@ -206,3 +207,29 @@ class GroupCommitter:
                 done.set_result(None)
             else:
                 done.set_exception(outcome)
+
+
+class WriteFront:
+    """What both logs do the same way in front of their group committer: hand appends and
+    mark-delivered requests to it and await them. A subclass sets ``_writer`` and says,
+    in ``_check_open``, when it is open."""
+
+    _writer: GroupCommitter
+
+    def _check_open(self) -> None:
+        raise NotImplementedError
+
+    @property
+    def commits(self) -> int:
+        return self._writer.commits
+
+    async def append(self, envs: Sequence[Envelope]) -> None:
+        self._check_open()
+        if envs:
+            await self._writer.submit(Append(tuple(envs), [to_record(env) for env in envs]))
+
+    async def mark_delivered(self, event_ids: Iterable[str]) -> None:
+        self._check_open()
+        ids = tuple(event_ids)
+        if ids:
+            await self._writer.submit(MarkDelivered(ids))

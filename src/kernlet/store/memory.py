@@ -8,26 +8,24 @@ would.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-
 from kernlet.events.lifecycle import KernelState, is_live
 from kernlet.events.types import AGENT_STREAM, Envelope
 from kernlet.store.batch import (
-    Append,
     GroupCommitter,
     MarkDelivered,
     Request,
     StreamHead,
+    WriteFront,
     stage_all,
 )
 from kernlet.store.errors import StoreClosed
 from kernlet.store.interface import fold
-from kernlet.store.records import Record, to_envelope, to_record
+from kernlet.store.records import Record, to_envelope
 
 __all__ = ["MemoryEventLog"]
 
 
-class MemoryEventLog:
+class MemoryEventLog(WriteFront):
     """An :class:`~kernlet.store.interface.EventLog` held in memory."""
 
     def __init__(self, max_batch: int = 1024) -> None:
@@ -40,27 +38,12 @@ class MemoryEventLog:
         self._bytes = 0
         self._writer = GroupCommitter(self._commit, max_batch)
 
-    @property
-    def commits(self) -> int:
-        return self._writer.commits
-
     async def open(self) -> None:
         if not self._writer.running:
             self._writer.start()
 
     async def close(self) -> None:
         await self._writer.stop()
-
-    async def append(self, envs: Sequence[Envelope]) -> None:
-        self._check_open()
-        if envs:
-            await self._writer.submit(Append(tuple(envs), [to_record(env) for env in envs]))
-
-    async def mark_delivered(self, event_ids: Iterable[str]) -> None:
-        self._check_open()
-        ids = tuple(event_ids)
-        if ids:
-            await self._writer.submit(MarkDelivered(ids))
 
     async def read_stream(self, kernel_id: str, after_seq: int = 0) -> list[Envelope]:
         self._check_open()

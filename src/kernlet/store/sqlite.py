@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 from sqlalchemy import URL, false, func, select, update
@@ -35,11 +35,12 @@ from kernlet.store.batch import (
     Request,
     Staging,
     StreamHead,
+    WriteFront,
     stage_all,
 )
 from kernlet.store.errors import AppendConflict, SequenceConflict, StoreClosed
 from kernlet.store.interface import fold
-from kernlet.store.records import Record, to_envelope, to_record
+from kernlet.store.records import Record, to_envelope
 from kernlet.store.schema import (
     BEGIN_OPTION,
     RECORD_COLUMNS,
@@ -58,7 +59,7 @@ __all__ = ["SQLiteEventLog"]
 _MARK_CHUNK = 500
 
 
-class SQLiteEventLog:
+class SQLiteEventLog(WriteFront):
     """An :class:`~kernlet.store.interface.EventLog` in a SQLite file (created if missing)."""
 
     def __init__(
@@ -72,10 +73,6 @@ class SQLiteEventLog:
         #: the writer's cache of stream heads (committed); terminated kernels are dropped
         self._heads: dict[str, StreamHead] = {}
         self._next_position = 1
-
-    @property
-    def commits(self) -> int:
-        return self._writer.commits
 
     async def open(self) -> None:
         if self._engine is not None:
@@ -109,17 +106,6 @@ class SQLiteEventLog:
                 if wconn is not None:
                     await wconn.close()
                 await engine.dispose()
-
-    async def append(self, envs: Sequence[Envelope]) -> None:
-        self._check_open()
-        if envs:
-            await self._writer.submit(Append(tuple(envs), [to_record(env) for env in envs]))
-
-    async def mark_delivered(self, event_ids: Iterable[str]) -> None:
-        self._check_open()
-        ids = tuple(event_ids)
-        if ids:
-            await self._writer.submit(MarkDelivered(ids))
 
     async def read_stream(self, kernel_id: str, after_seq: int = 0) -> list[Envelope]:
         query = (
