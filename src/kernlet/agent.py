@@ -24,8 +24,7 @@ def run_agent(config: Path | None, debug: bool = False) -> int:
     except ConfigError as exc:
         print(f"kernlet: invalid configuration: {exc}", file=sys.stderr)
         return 2
-    AgentService(cfg).run_until_signalled()
-    return 0
+    return AgentService(cfg).run_until_signalled()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -210,9 +210,11 @@ class ResetAgent(_Request):
 
 
 class DebugFault(_Request):
-    """Make a kernel's actor raise (only with debug.fault-injection = true)."""
+    """Make a kernel's actor raise, or the agent's root actor die (``actor = "agent"``; the
+    process then exits non-zero). Only with debug.fault-injection = true."""
 
     kernel_id: KernelId
+    actor: Literal["kernel", "agent"] = "kernel"
 
 
 class GetEvents(_Request):

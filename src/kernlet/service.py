@@ -236,8 +236,12 @@ class AgentService:
         await self.docker.close()
         await self.store.close()
 
-    def run_until_signalled(self) -> None:
-        """Start, then block until SIGTERM or SIGINT; then stop (kernels keep running)."""
+    def run_until_signalled(self) -> int:
+        """Start, then block until SIGTERM or SIGINT; then stop (kernels keep running).
+
+        Returns the process's exit status: 0 after a signal or a shutdown request, 1 when
+        the root actor died (never a live process with a dead core: systemd restarts the
+        agent and recovery runs)."""
         done = threading.Event()
 
         def on_signal(signum: int, _frame: Any) -> None:
@@ -250,8 +254,13 @@ class AgentService:
         print(f"kernlet agent {self.cfg.agent.id} ready", flush=True)
         # ends on a signal, or when something else stopped the agent (POST /agent/shutdown)
         while not done.wait(0.5) and not self._stopped.is_set():
-            pass
+            if self.agent is not None and not self.agent.is_alive():
+                log.critical("the agent actor is dead: exiting with status 1 so that the "
+                             "agent is restarted and recovers its kernels")
+                self.stop()
+                return 1
         self.stop()
+        return 0
 
 
 async def _semaphore(n: int) -> asyncio.Semaphore:

@@ -182,3 +182,23 @@ async def test_agent_starts_without_nats_and_delivers_events_later(
     finally:
         agent.cleanup()
         bus.stop()
+
+
+async def test_root_actor_death_exits_non_zero_and_is_recorded(
+    fclient: KernletClient, fresh_agent: AgentProcess
+) -> None:
+    """Never a live process with a dead core: the agent exits 1 (systemd restarts it), and
+    the restarted agent's log holds the incident, with its kernel re-adopted."""
+    k = await fclient.create_kernel(IMAGE)
+    await fclient.execute(k["id"], "n = 7")
+    res = await fclient.call("debug_fault", kernel_id=k["id"], actor="agent")
+    assert res == {"injected": True, "actor": "agent"}
+    assert fresh_agent.proc is not None
+    assert await asyncio.to_thread(fresh_agent.proc.wait, 30) == 1
+    assert "the agent actor is dead" in fresh_agent.log.read_text()
+    fresh_agent.start()
+    died = [e for e in await fclient.events("_agent")
+            if e["type"] == "agent_error" and "agent actor died" in e["payload"]["message"]]
+    assert len(died) == 1 and "_InjectedRootDeath" in died[0]["payload"]["traceback"]
+    assert await stdout_of(fclient, k["id"], "print(n)") == "7\n"
+    await fclient.destroy_kernel(k["id"])

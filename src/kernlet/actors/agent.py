@@ -7,6 +7,7 @@ recovered kernel, and restarts a kernel actor that crashed from that kernel's ev
 
 from __future__ import annotations
 
+import concurrent.futures
 import logging
 import time
 import traceback
@@ -195,15 +196,16 @@ class AgentActor(LoopActor):
         try:
             allocation = self.resources.allocate(msg.kernel_id, msg.request)
         except KernletError as exc:
-            msg.reply_to.tell(Allocated(None, (), exc))
+            _tell(msg.reply_to, Allocated(None, (), exc))
             return
         try:
             ports = self.ports.acquire(msg.ports) if msg.ports else ()
         except KernletError as exc:
             self.resources.release(msg.kernel_id)
-            msg.reply_to.tell(Allocated(None, (), exc))
+            _tell(msg.reply_to, Allocated(None, (), exc))
             return
-        msg.reply_to.tell(Allocated(allocation, ports))
+        if not _tell(msg.reply_to, Allocated(allocation, ports)):
+            self._release(msg.kernel_id)  # its actor stopped meanwhile: hold nothing for it
 
     def _release(self, kernel_id: str) -> None:
         self.resources.release(kernel_id)
@@ -219,9 +221,38 @@ class AgentActor(LoopActor):
     def kernels_alive(self) -> int:
         return sum(1 for ref in self.kernels.values() if ref.is_alive())
 
-    def record_agent_event(self, body: EventBody) -> None:
+    def record_agent_event(self, body: EventBody) -> concurrent.futures.Future[Any]:
         env = new_envelope(AGENT_STREAM, self.next_agent_seq(), body)
-        self.ctx.loop.submit(self.ctx.persist(env))
+        return self.ctx.loop.submit(self.ctx.persist(env))
+
+    # -- the root never dies of one message ----------------------------------------------------
+
+    def on_receive(self, message: Any) -> Any:
+        """Every message, and every step's outcome, is handled here; an error in one is
+        logged, recorded as ``agent_error`` and survived. Only a fault that is not an
+        Exception (or an injected one) reaches :meth:`on_failure`."""
+        try:
+            return super().on_receive(message)
+        except _InjectedRootDeath:
+            raise
+        except Exception as exc:
+            log.exception("agent actor: %s failed", type(message).__name__)
+            self.record_agent_event(AgentError(
+                message=f"{type(message).__name__}: {type(exc).__name__}: {exc}"[:1000],
+                traceback=traceback.format_exc()))
+            return None
+
+    def on_failure(self, exc_type: Any, exc_value: Any, tb: Any) -> None:
+        """The root actor is dying: record it (durably) for the service, which then exits
+        non-zero so that systemd restarts the agent and recovery runs."""
+        log.critical("agent actor died: %s: %s", exc_type.__name__, exc_value)
+        why = "".join(traceback.format_exception(exc_type, exc_value, tb))
+        try:
+            self.record_agent_event(AgentError(
+                message=f"agent actor died: {exc_type.__name__}: {exc_value}"[:1000],
+                traceback=why)).result(timeout=10)
+        except Exception as exc:  # noqa: BLE001 - dying anyway; the log line above stays
+            log.error("could not record the agent actor's death: %s", exc)
 
     # -- messages -------------------------------------------------------------------------------
 
@@ -232,6 +263,8 @@ class AgentActor(LoopActor):
                     self._command(message)
                 except KernletError as exc:
                     message.reply.error(exc)
+                except pykka.ActorDeadError:
+                    message.reply.error(KernelNotRunning("the kernel's actor stopped meanwhile"))
                 except Exception as exc:
                     log.exception("command failed")
                     self.record_agent_event(
@@ -264,6 +297,8 @@ class AgentActor(LoopActor):
                 })
             case Release():
                 self._release(message.kernel_id)
+            case _RootFault():
+                raise _InjectedRootDeath("injected fault in the agent actor")
             case _:
                 log.warning("agent: unknown message %r", message)
         return None
@@ -272,7 +307,7 @@ class AgentActor(LoopActor):
         kernel_id = ev.labels.get(LABEL_KERNEL, "")
         ref = self.kernels.get(kernel_id)
         if ref is not None and ev.action in ("die", "oom", "destroy"):
-            ref.tell(ContainerDied(ev.container_id, ev.action, ev.exit_code))
+            _tell(ref, ContainerDied(ev.container_id, ev.action, ev.exit_code))
 
     def _relist(self, msg: Relist) -> None:
         """Turn differences between the registry and Docker into events (see reconcile)."""
@@ -281,13 +316,13 @@ class AgentActor(LoopActor):
                 case Died():
                     ref = self.kernels.get(action.kernel_id)
                     if ref is not None:
-                        ref.tell(ContainerDied(action.container_id,
-                                               "oom" if action.oom_killed else "die",
-                                               action.exit_code))
+                        _tell(ref, ContainerDied(action.container_id,
+                                                 "oom" if action.oom_killed else "die",
+                                                 action.exit_code))
                 case Missing():
                     ref = self.kernels.get(action.kernel_id)
                     if ref is not None:
-                        ref.tell(ContainerDied(action.container_id, "destroy", None))
+                        _tell(ref, ContainerDied(action.container_id, "destroy", None))
                 case Orphan():
                     self._remove_orphan(action)
 
@@ -379,8 +414,12 @@ class AgentActor(LoopActor):
                 if not self.ctx.cfg.debug.fault_injection:
                     raise InvalidRequest("debug_fault: fault injection is disabled "
                                          "(debug.fault-injection = false)")
-                self._kernel(req.kernel_id).tell(InjectedFault())
-                reply.ok({"injected": True})
+                if req.actor == "agent":
+                    reply.ok({"injected": True, "actor": "agent"})
+                    self.actor_ref.tell(_RootFault())
+                else:
+                    self._kernel(req.kernel_id).tell(InjectedFault())
+                    reply.ok({"injected": True, "actor": "kernel"})
             case _:
                 reply.error(InternalError(f"no handler for {type(req).__name__}"))
 
@@ -411,7 +450,7 @@ class AgentActor(LoopActor):
         ours = {k for k, s in self.states.items() if is_live(s)}
         theirs = set(req.kernel_ids)
         for kernel_id in sorted(ours - theirs):
-            self.kernels[kernel_id].tell(Destroy(reason="not-found-in-manager"))
+            _tell(self.kernels[kernel_id], Destroy(reason="not-found-in-manager"))
         terminated = [
             {"id": k, "reason": "already-terminated" if k in self.known_ids else "unknown-kernel"}
             for k in sorted(theirs - ours)
@@ -465,7 +504,9 @@ class AgentActor(LoopActor):
         gather = Gather(len(ids), lambda results: cmd.reply.ok({"destroyed": [
             r.get("id") if isinstance(r, dict) else {"error": str(r)} for r in results]}))
         for i, kernel_id in enumerate(ids):
-            self.kernels[kernel_id].tell(Destroy(reason=reason, reply=Reply.to(gather.part(i))))
+            part = Reply.to(gather.part(i))
+            if not _tell(self.kernels[kernel_id], Destroy(reason=reason, reply=part)):
+                part.ok({"id": kernel_id})  # it stopped meanwhile: nothing left to destroy
 
     def _list_kernels(self, req: ListKernels, cmd: Command) -> None:
         live = [summary(s) for s in self.states.values() if is_live(s)]
@@ -520,6 +561,24 @@ class AgentActor(LoopActor):
 
     def live_count(self) -> int:
         return sum(1 for s in self.states.values() if is_live(s))
+
+
+def _tell(ref: pykka.ActorRef[Any], message: Any) -> bool:
+    """Tell an actor that may have just stopped; False (and nothing else) if it has."""
+    try:
+        ref.tell(message)
+    except pykka.ActorDeadError:
+        log.debug("%s for a stopped actor dropped", type(message).__name__)
+        return False
+    return True
+
+
+class _RootFault:
+    """Debug only: the agent actor dies on receipt (tests of the process's exit)."""
+
+
+class _InjectedRootDeath(RuntimeError):
+    """Passes the root's catch-all on purpose, so that the actor really dies."""
 
 
 class _RecordIncident:
