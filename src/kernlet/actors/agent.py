@@ -591,7 +591,7 @@ class _SupervisedKernel(KernelActor):
 
     def handle(self, message: Any) -> Any:
         if isinstance(message, _RecordIncident):
-            self._record(KernelActorRestarted(error=message.error[:1000]))
+            self.record(KernelActorRestarted(error=message.error[:1000]))
             return None
         return super().handle(message)
 

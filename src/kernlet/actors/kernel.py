@@ -1,35 +1,32 @@
-"""The kernel actor: one per kernel, deciding its lifecycle; every transition logged first.
+"""The kernel actor: one per kernel; owns its state, its runs and its life.
 
-Create, in order (each arrow is a step on the loop whose outcome returns as a message)::
-
-    record preparing → inspect image → prepare dirs → record creating (allocation, scratch)
-      → create container → record container_created (id in the log BEFORE start)
-      → start + wait for the runtime → record started → answer the caller
-
-Destroy: record terminating → close runs → stop (grace, then kill) → remove containers and
-dirs → record terminated (reason, exit code) → answer → actor stops. A destroy that arrives
-while a step is in flight is recorded at once; the step's outcome then leads to the teardown
-instead of the next step. Container death (Docker event) takes the same teardown path.
-Restart keeps allocation and scratch: record restarting → remove container → record creating
-→ the create path from "create container" on.
+Its life (create, restart, stop, recovery) is the hook list of :mod:`kernlet.actors.hooks`,
+run by :class:`kernlet.actors.life.Life`; this module routes messages and runs users' code.
+Every event goes through :meth:`KernelActor.record`: applied to the actor's own state, made
+durable, and only then announced (agent registry, watcher, NATS) and acted on.
 """
 
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
-from kernlet.actors.kernel_create import CreateSteps
-from kernlet.actors.kernel_end import EndSteps
+import pykka
+
+from kernlet.actors import steps
+from kernlet.actors.base import LoopActor
+from kernlet.actors.context import AgentContext
+from kernlet.actors.life import Life
 from kernlet.actors.messages import (
-    Allocated,
     Complete,
     ContainerDied,
     Create,
     Destroy,
     InjectedFault,
     Interrupt,
+    KernelUpdated,
     Recover,
     Restart,
     RunCode,
@@ -39,17 +36,20 @@ from kernlet.actors.messages import (
     TriggerBatch,
 )
 from kernlet.actors.reply import Reply
-from kernlet.errors import (
-    KernelNotRunning,
-)
+from kernlet.actors.runs import RunBook
+from kernlet.errors import KernelNotRunning
 from kernlet.events import (
+    EventBody,
     ExecutionFinished,
     ExecutionStarted,
     ExecutionTimeout,
+    KernelState,
     SessionFailure,
     SessionSuccess,
+    apply,
     can_execute,
     is_live,
+    new_envelope,
 )
 
 log = logging.getLogger(__name__)
@@ -58,17 +58,70 @@ log = logging.getLogger(__name__)
 __all__ = ["KernelActor"]
 
 
-class KernelActor(CreateSteps, EndSteps):
-    """Owns one kernel: routes its messages to the create, run and end steps."""
+class KernelActor(LoopActor):
+    """Owns one kernel. Runs on its own pykka thread; I/O happens on the loop."""
+
+    def __init__(
+        self,
+        ctx: AgentContext,
+        agent: pykka.ActorRef[Any],
+        kernel_id: str,
+        state: KernelState | None = None,
+    ) -> None:
+        super().__init__(ctx.loop)
+        self.ctx = ctx
+        self.agent = agent
+        self.kernel_id = kernel_id
+        self.state = state
+        self.runs = self.new_runbook()
+        #: runs whose execution_started is recorded and whose end is not yet; of those, the
+        #: batch jobs whose end is also a session event
+        self.active_runs: set[str] = set()
+        self.session_runs: set[str] = set()
+        self.life = Life(self)
+
+    # -- record, then act ---------------------------------------------------------------------
+
+    def record(self, body: EventBody, then: Callable[[], None] | None = None) -> None:
+        """Apply the event to this actor's state, append it durably; once it is in the log,
+        announce it to the agent and continue with ``then``. A failed append crashes the
+        actor (the supervisor rebuilds the kernel from what the log holds)."""
+        env = new_envelope(self.kernel_id, (self.state.seq if self.state else 0) + 1, body)
+        self.state = apply(self.state, env)
+        state = self.state
+        level = logging.DEBUG if body.TYPE.startswith("execution_") else logging.INFO
+        log.log(level, "kernel %s #%d %s %s", self.kernel_id, env.seq, body.TYPE,
+                 getattr(body, "reason", "") or getattr(body, "container_id", "")[:12])
+
+        def durable(_: Any) -> None:
+            self.agent.tell(KernelUpdated(state))
+            if then is not None:
+                then()
+
+        self.spawn(self.ctx.persist(env), then=durable)
+
+    def new_runbook(self) -> RunBook:
+        return RunBook(
+            steps.kernel_dirs(self.ctx.cfg, self.kernel_id).socket,
+            self._on_run_finished, self._on_lost, self._on_run_timeout,
+        )
 
     # -- messages --------------------------------------------------------------------------
 
     def handle(self, message: Any) -> Any:
         match message:
             case Create():
-                self._create(message)
+                self.life.create(message)
             case Destroy():
-                self._destroy(message)
+                self.life.destroy(message)
+            case ContainerDied():
+                self.life.container_died(message)
+            case Restart():
+                self.life.restart(message)
+            case Recover():
+                self.life.recover()
+            case Shutdown():
+                self.life.shutdown()
             case RunCode():
                 self._run_code(message)
             case Interrupt():
@@ -79,19 +132,9 @@ class KernelActor(CreateSteps, EndSteps):
                 self._run_finished(message)
             case RunTimedOut():
                 if can_execute(self.state):
-                    self._record(ExecutionTimeout(run_id=message.run_id, timeout=message.timeout))
+                    self.record(ExecutionTimeout(run_id=message.run_id, timeout=message.timeout))
             case TriggerBatch():
                 self._trigger_batch(message)
-            case ContainerDied():
-                self._container_died(message)
-            case Restart():
-                self._restart(message)
-            case Recover():
-                self._recover()
-            case Shutdown():
-                self._shutdown()
-            case Allocated():
-                self._allocated(message)
             case InjectedFault():
                 raise RuntimeError(f"injected fault in kernel actor {self.kernel_id}")
             case _:
@@ -105,9 +148,9 @@ class KernelActor(CreateSteps, EndSteps):
             where = self.state.state.value if self.state else "unknown"
             msg.reply.error(KernelNotRunning(f"kernel {self.kernel_id} is {where}"))
             return
-        if req.mode in ("query", "batch") and req.run_id not in self._active_runs:
-            self._active_runs.add(req.run_id)
-            self._record(ExecutionStarted(run_id=req.run_id, mode=req.mode))
+        if req.mode in ("query", "batch") and req.run_id not in self.active_runs:
+            self.active_runs.add(req.run_id)
+            self.record(ExecutionStarted(run_id=req.run_id, mode=req.mode, timeout=req.timeout))
         coro = self.runs.execute(
             req.run_id, req.mode, req.code, dict(req.opts), req.flush_timeout, msg.sink,
             req.timeout,
@@ -119,33 +162,39 @@ class KernelActor(CreateSteps, EndSteps):
         if not can_execute(self.state):
             msg.reply.error(KernelNotRunning(f"kernel {self.kernel_id} is not running"))
             return
-        self._active_runs.add(msg.run_id)
-        self._record(ExecutionStarted(run_id=msg.run_id, mode="batch"))
+        self.active_runs.add(msg.run_id)
+        self.session_runs.add(msg.run_id)
+        self.record(ExecutionStarted(run_id=msg.run_id, mode="batch", timeout=msg.timeout,
+                                     session=True))
         coro = self.runs.execute(msg.run_id, "batch", "", {"exec": msg.code}, None, None,
                                  msg.timeout)
 
-        def ended(result: Any) -> None:
-            if not can_execute(self.state):
-                return
-            if result.status == "finished" and result.exit_code == 0:
-                self._record(SessionSuccess(run_id=msg.run_id))
-            else:
-                reason = "exec-timeout" if result.status == "exec-timeout" else "task-failed"
-                self._record(SessionFailure(run_id=msg.run_id, reason=reason,
-                                            exit_code=result.exit_code))
+        def failed(err: BaseException) -> None:  # the kernel went away under the job
+            if msg.run_id in self.session_runs and is_live(self.state):
+                self.session_runs.discard(msg.run_id)
+                self.record(SessionFailure(run_id=msg.run_id, reason="task-cancelled"))
 
-        def failed(err: BaseException) -> None:
-            if is_live(self.state):
-                self._record(SessionFailure(run_id=msg.run_id, reason="task-cancelled"))
-
-        self.spawn(coro, then=ended, fail=failed)
+        self.spawn(coro, then=lambda _: None, fail=failed)  # its end: _run_finished
         msg.reply.ok({"run_id": msg.run_id, "kernel_id": self.kernel_id})
 
     def _run_finished(self, msg: RunFinished) -> None:
-        if msg.run_id in self._active_runs:
-            self._active_runs.discard(msg.run_id)
+        """A run ended (also one adopted after an agent restart): its execution_finished,
+        and for a batch job its session_success or session_failure."""
+        if msg.run_id in self.active_runs:
+            self.active_runs.discard(msg.run_id)
             if is_live(self.state):
-                self._record(ExecutionFinished(msg.run_id, msg.status, msg.exit_code))
+                self.record(ExecutionFinished(msg.run_id, msg.status, msg.exit_code))
+        if msg.run_id in self.session_runs:
+            self.session_runs.discard(msg.run_id)
+            if not can_execute(self.state):
+                return
+            if msg.status == "finished" and msg.exit_code == 0:
+                self.record(SessionSuccess(run_id=msg.run_id))
+            else:
+                reason = {"exec-timeout": "exec-timeout", "lost": "task-lost"}.get(
+                    msg.status, "task-failed")
+                self.record(SessionFailure(run_id=msg.run_id, reason=reason,
+                                           exit_code=msg.exit_code))
 
     def _simple(self, reply: Reply, coro: Any, shape: Any) -> None:
         if not can_execute(self.state):
@@ -153,6 +202,23 @@ class KernelActor(CreateSteps, EndSteps):
             reply.error(KernelNotRunning(f"kernel {self.kernel_id} is not running"))
             return
         self.spawn(coro, then=lambda r: reply.ok(shape(r)), fail=reply.error)
+
+    # -- from the loop (RunBook callbacks) ----------------------------------------------------
+
+    def _tell_self(self, message: Any) -> None:
+        try:
+            self.actor_ref.tell(message)
+        except pykka.ActorDeadError:
+            pass
+
+    def _on_run_timeout(self, run_id: str, timeout: float) -> None:
+        self._tell_self(RunTimedOut(run_id, timeout))
+
+    def _on_run_finished(self, run_id: str, status: str, exit_code: int | None) -> None:
+        self._tell_self(RunFinished(run_id, status, exit_code))
+
+    def _on_lost(self) -> None:
+        log.info("kernel %s: runtime channel lost", self.kernel_id)
 
     def on_failure(self, exc_type: Any, exc_value: Any, tb: Any) -> None:
         """Runs in this actor's thread after a handler raised; the actor then stops. Closes the

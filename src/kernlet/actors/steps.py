@@ -1,12 +1,9 @@
-"""The steps of a kernel's life that touch the outside, as small loop-side coroutines.
-
-The kernel actor assembles them (see ``KernelActor`` for the order); each step here is safe to
-run twice and safe to run for a kernel that never got that far:
+"""Container layout and the loop-side coroutines the hooks (:mod:`kernlet.actors.hooks`)
+are made of; each is safe to run twice and for a kernel that never got that far:
 
 - :func:`prepare_dirs`: scratch ``<var>/scratch/<kid>/work`` and runtime dir ``<var>/ipc/<kid>``
 - :func:`container_spec`: the container as plain data (mounts, limits, labels, user)
-- :func:`create_container`
-- :func:`teardown`: stop (grace, then kill), remove every container of the kernel, remove dirs
+- :func:`create_container`, :func:`pull_image`
 """
 
 from __future__ import annotations
@@ -14,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,7 +26,7 @@ from kernlet.drivers.docker import (
     ImageInfo,
     PullProgress,
 )
-from kernlet.errors import ContainerNotFound, DockerError
+from kernlet.errors import DockerError
 from kernlet.events import KernelState
 
 __all__ = [
@@ -40,7 +36,6 @@ __all__ = [
     "create_container",
     "kernel_dirs",
     "prepare_dirs",
-    "teardown",
 ]
 
 IPC_IN_CONTAINER = "/opt/kernlet/ipc"
@@ -156,32 +151,3 @@ async def create_container(docker: DockerDriver, spec: ContainerSpec) -> str:
         if old.name == spec.name:
             await docker.remove(old.id)
     return await docker.create(spec)
-
-
-
-async def teardown(
-    docker: DockerDriver,
-    cfg: AgentConfig,
-    kernel_id: str,
-    container_id: str,
-    grace: float,
-    keep_scratch: bool = False,
-) -> int | None:
-    """Stop and remove every container of the kernel, then its dirs; the exit code seen."""
-    exit_code: int | None = None
-    if container_id:
-        with contextlib.suppress(ContainerNotFound):
-            info = await docker.inspect(container_id)
-            if info.running:
-                await docker.stop(container_id, grace)
-                info = await docker.inspect(container_id)
-            exit_code = info.exit_code
-    for other in await docker.list({LABEL_KERNEL: kernel_id, LABEL_AGENT: cfg.agent.id}):
-        if exit_code is None and other.id == container_id:
-            exit_code = other.exit_code
-        await docker.remove(other.id)
-    dirs = kernel_dirs(cfg, kernel_id)
-    await asyncio.to_thread(shutil.rmtree, dirs.ipc, True)
-    if not keep_scratch:
-        await asyncio.to_thread(shutil.rmtree, dirs.scratch, True)
-    return exit_code

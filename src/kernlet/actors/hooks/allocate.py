@@ -1,0 +1,50 @@
+"""Hook ``allocate``: the kernel's slots (cpu, mem, devices) and host ports, all or nothing,
+from the agent's resource ledger. Undo: give them back (by kernel id: idempotent)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from kernlet.actors.hooks.base import BaseHook, HookEnv
+from kernlet.actors.messages import Allocate, Allocated, Release
+
+__all__ = ["AllocateHook"]
+
+
+class _Inbox:
+    """Stands in for an actor ref in ``Allocate.reply_to``: the answer completes a future on
+    the loop. An answer for a hook that was cancelled meanwhile is dropped; the teardown's
+    ``down`` releases what it held."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self.future: asyncio.Future[Allocated] = loop.create_future()
+
+    def tell(self, message: Allocated) -> None:  # any thread (the agent actor's)
+        self._loop.call_soon_threadsafe(self._set, message)
+
+    def _set(self, message: Allocated) -> None:
+        if not self.future.done():
+            self.future.set_result(message)
+
+
+class AllocateHook(BaseHook):
+    name = "allocate"
+
+    async def up(self, env: HookEnv) -> tuple[Any, tuple[int, ...]]:
+        cfg = env.ctx.cfg.container
+        request = {
+            "cpu": str(env.state.config.get("cpu") or cfg.default_cpu),
+            "mem": str(env.state.config.get("mem") or cfg.default_mem),
+        }
+        inbox = _Inbox(asyncio.get_running_loop())
+        ports = len(env.facts["pull"].service_ports)
+        env.agent.tell(Allocate(env.kernel_id, request, ports, inbox))
+        answer = await inbox.future
+        if answer.error is not None:
+            raise answer.error
+        return answer.allocation, answer.ports
+
+    async def down(self, env: HookEnv) -> None:
+        env.agent.tell(Release(env.kernel_id))

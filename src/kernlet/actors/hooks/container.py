@@ -1,0 +1,60 @@
+"""Hook ``container``: create the kernel's container (not started), under the creation slots.
+
+Its record, ``container_created``, puts the id in the log before the container starts. A
+destroy never cancels a create in flight (the container would exist, unknown to the log); it
+waits for it. Undo: stop (grace, then kill) and remove every container labelled with the
+kernel (strays of earlier tries too); its fact is the exit code seen."""
+
+from __future__ import annotations
+
+import contextlib
+
+from kernlet.actors import steps
+from kernlet.actors.hooks.base import BaseHook, HookEnv
+from kernlet.drivers.docker import LABEL_AGENT, LABEL_KERNEL
+from kernlet.errors import ContainerNotFound
+from kernlet.events import ContainerCreated, EventBody
+
+__all__ = ["ContainerHook", "port_map"]
+
+
+class ContainerHook(BaseHook):
+    name = "container"
+    cancellable = False
+
+    async def up(self, env: HookEnv) -> str:
+        spec = steps.container_spec(env.ctx.cfg, env.state,
+                                    steps.kernel_dirs(env.ctx.cfg, env.kernel_id), port_map(env))
+        async with env.ctx.create_slots:
+            return await steps.create_container(env.ctx.docker, spec)
+
+    def record(self, env: HookEnv, fact: str) -> EventBody:
+        return ContainerCreated(container_id=fact)
+
+    async def down(self, env: HookEnv) -> int | None:
+        docker, cfg = env.ctx.docker, env.ctx.cfg
+        container = env.state.container_id or env.facts.get("container", "")
+        exit_code: int | None = None
+        if container:
+            with contextlib.suppress(ContainerNotFound):
+                info = await docker.inspect(container)
+                if info.running:
+                    await docker.stop(container, cfg.container.stop_grace)
+                    info = await docker.inspect(container)
+                exit_code = info.exit_code
+        for other in await docker.list({LABEL_KERNEL: env.kernel_id, LABEL_AGENT: cfg.agent.id}):
+            if exit_code is None and other.id == container:
+                exit_code = other.exit_code
+            await docker.remove(other.id)
+        return exit_code
+
+
+def port_map(env: HookEnv) -> dict[int, int]:
+    """Container port -> host port: the image's declared services and the ports ``allocate``
+    gave (create), or the kernel's recorded service ports (restart, recovery)."""
+    image = env.facts.get("pull")
+    if image is not None:
+        return {sp.port: hp for sp, hp in zip(image.service_ports, env.state.ports,
+                                              strict=True)}
+    return {int(p["container_port"]): int(p["host_port"])
+            for p in env.state.info.get("service_ports", [])}

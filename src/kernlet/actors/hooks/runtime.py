@@ -1,0 +1,51 @@
+"""Hook ``runtime``: start the container and wait for the in-container runtime to answer on
+its socket (``agent.create-timeout``). The Docker start holds a creation slot; the runtime's
+boot does not (a create of more kernels than slots would run in waves).
+
+Its record, ``kernel_started``, carries what the manager is told (ports, runtime version,
+create seconds). Undo: close the runtime channel (waiting callers get KernelNotRunning)."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from kernlet.actors.hooks.base import BaseHook, HookEnv
+from kernlet.events import EventBody, KernelStarted
+
+__all__ = ["RuntimeHook"]
+
+
+class RuntimeHook(BaseHook):
+    name = "runtime"
+
+    async def up(self, env: HookEnv) -> dict[str, Any]:
+        async with env.ctx.create_slots:
+            await env.ctx.docker.start(env.state.container_id)
+        return await env.runs.connect(env.ctx.cfg.agent.create_timeout)
+
+    def record(self, env: HookEnv, fact: dict[str, Any]) -> EventBody:
+        s, cfg = env.state, env.ctx.cfg
+        image = env.facts.get("pull")
+        service_ports = [
+            {"name": sp.name, "protocol": sp.protocol, "container_port": sp.port,
+             "host_port": hp}
+            for sp, hp in zip(image.service_ports if image else (), s.ports, strict=False)
+        ] or list(s.info.get("service_ports", []))
+        info = {
+            "id": env.kernel_id,
+            "session_id": s.session_id,
+            "agent_id": cfg.agent.id,
+            "host": cfg.container.bind_host,
+            "container_id": s.container_id,
+            "image": s.image,
+            "resource_spec": dict(s.slots),
+            "service_ports": service_ports,
+            "scratch_dir": s.scratch_dir,
+            "runtime": {k: fact.get(k) for k in ("runtime", "version")},
+            "create_seconds": round(time.monotonic() - env.started, 3),
+        }
+        return KernelStarted(container_id=s.container_id, info=info)
+
+    async def down(self, env: HookEnv) -> None:
+        await env.runs.close(env.reason or "terminated")
