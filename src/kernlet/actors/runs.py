@@ -110,10 +110,14 @@ class RunBook:
                                   code)
         run.changed.set()
 
-    def adopt(self, run_id: str, mode: str) -> None:
-        """Track a run started before an agent restart, so its output is collected again."""
+    def adopt(self, run_id: str, mode: str, timeout: float | None = None,
+              left: float | None = None) -> None:
+        """Track a run started before an agent restart, so its output is collected again;
+        its time limit (``timeout``) still holds, ``left`` seconds from now."""
         if run_id not in self._runs:
-            self._start(run_id, mode)
+            run = self._start(run_id, mode)
+            if timeout is not None:
+                self._guard(run, timeout, timeout if left is None else left)
 
     def settle_adopted(self, busy: str | None) -> None:
         """After reconnecting: an adopted run the runtime no longer runs ended while no agent
@@ -152,9 +156,7 @@ class RunBook:
             msg.update({"code": code} if mode == "query" else {"opts": opts})
             await self._send(msg)
             if timeout is not None:
-                task = asyncio.create_task(self._watchdog(run, timeout))
-                self._watchdogs.add(task)
-                task.add_done_callback(self._watchdogs.discard)
+                self._guard(run, timeout, timeout)
         elif run is None:
             raise KernelNotRunning(f"no run {run_id!r} to {mode} on this kernel")
         elif mode == "input":
@@ -162,9 +164,14 @@ class RunBook:
             await self._send({"op": "input", "run_id": run_id, "text": code})
         return await self._collect(run, flush_timeout, sink)
 
-    async def _watchdog(self, run: _Run, timeout: float) -> None:
+    def _guard(self, run: _Run, timeout: float, left: float) -> None:
+        task = asyncio.create_task(self._watchdog(run, timeout, left))
+        self._watchdogs.add(task)
+        task.add_done_callback(self._watchdogs.discard)
+
+    async def _watchdog(self, run: _Run, timeout: float, left: float) -> None:
         try:
-            await asyncio.wait_for(run.done.wait(), timeout)
+            await asyncio.wait_for(run.done.wait(), left)
         except TimeoutError:
             run.timed_out = True
             run.changed.set()

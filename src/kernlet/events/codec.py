@@ -81,6 +81,8 @@ Upgrader = Callable[[dict[str, Any]], dict[str, Any]]
 UPGRADERS: dict[tuple[str, int], Upgrader] = {
     # v2 of kernel_creating records the device map of slots like cuda.shares
     ("kernel_creating", 1): lambda p: {**p, "devices": {}},
+    # v2 of execution_started records the run's time limit and whether it is a batch job
+    ("execution_started", 1): lambda p: {**p, "timeout": None, "session": False},
 }
 
 

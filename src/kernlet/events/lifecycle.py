@@ -147,8 +147,13 @@ class KernelState:
     scratch_dir: str = ""
     container_id: str = ""
     info: dict[str, Any] = field(default_factory=dict)
-    #: run id of the code running now ("" when idle)
+    #: run id of the code running now ("" when idle), and what its execution_started said
     current_run: str = ""
+    run_mode: str = ""
+    run_timeout: float | None = None
+    run_session: bool = False
+    #: when the current run started (event time), for the rest of its time limit
+    run_started_at: float = 0.0
     executions: int = 0
     actor_restarts: int = 0
     created_at: float = 0.0
@@ -205,19 +210,25 @@ def apply(state: KernelState | None, env: Envelope) -> KernelState:
         case KernelStarted():
             changes.update(container_id=body.container_id, info=body.info)
         case ExecutionStarted():
-            changes.update(current_run=body.run_id, executions=state.executions + 1)
+            changes.update(current_run=body.run_id, executions=state.executions + 1,
+                           run_mode=body.mode, run_timeout=body.timeout,
+                           run_session=body.session, run_started_at=env.time)
         case ExecutionFinished():
             if state.current_run == body.run_id:
-                changes.update(current_run="")
+                changes.update(_NO_RUN)
         case KernelActorRestarted():
             changes.update(actor_restarts=state.actor_restarts + 1)
         case KernelTerminating():
             changes.update(reason=body.reason)
         case KernelTerminated():
-            changes.update(reason=body.reason, exit_code=body.exit_code, current_run="")
+            changes.update(reason=body.reason, exit_code=body.exit_code, **_NO_RUN)
         case _:
             pass
     return _replace(state, changes)
+
+
+_NO_RUN: dict[str, Any] = {"current_run": "", "run_mode": "", "run_timeout": None,
+                           "run_session": False, "run_started_at": 0.0}
 
 
 def _replace(state: KernelState, changes: dict[str, Any]) -> KernelState:

@@ -146,8 +146,15 @@ class ExecutionStarted(EventBody):
     """A run of user code began in the kernel."""
 
     TYPE: ClassVar[str] = "execution_started"
+    #: v2 added ``timeout`` and ``session``, so that a run adopted after an agent restart
+    #: keeps its time limit and a batch job still ends with session_success/failure
+    VERSION: ClassVar[int] = 2
     run_id: str
     mode: str
+    #: the run's time limit in seconds (None: none)
+    timeout: float | None = None
+    #: a background batch job (trigger_batch_execution): its end is a session event
+    session: bool = False
 
 
 @dataclass(frozen=True, slots=True)
