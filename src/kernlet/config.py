@@ -12,6 +12,7 @@ import socket
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -22,6 +23,7 @@ __all__ = [
     "apply_cluster",
     "find_config",
     "load_config",
+    "parse_origin",
     "parse_size",
 ]
 
@@ -47,6 +49,30 @@ def parse_size(value: int | str) -> int:
     if m is None:
         raise ValueError(f"not a size: {value!r} (use e.g. 256m, 1g)")
     return int(float(m.group(1)) * _UNITS[m.group(2).lower()])
+
+
+def parse_origin(value: str) -> str:
+    """A web origin in canonical form, ``scheme://host:port`` (lower case, port always given):
+    ``HTTPS://Ops.Example`` is ``https://ops.example:443``. Only http and https origins, with
+    no user, path, query or fragment; ``ValueError`` otherwise (``null`` included)."""
+    try:
+        u = urlsplit(value.strip())
+        port = u.port
+    except ValueError as exc:
+        raise ValueError(f"not an origin: {value!r} ({exc})") from None
+    scheme = u.scheme.lower()
+    if scheme not in ("http", "https") or not u.hostname or u.username is not None \
+            or u.password is not None or u.path not in ("", "/") or u.query or u.fragment \
+            or "#" in value or "?" in value:
+        raise ValueError(f"not an origin: {value!r} (use scheme://host[:port], e.g. "
+                         "https://ops.example.com)")
+    host = u.hostname  # lower case, without the brackets of an IPv6 address
+    if ":" in host:
+        host = f"[{host}]"
+    return f"{scheme}://{host}:{port if port is not None else _DEFAULT_PORT[scheme]}"
+
+
+_DEFAULT_PORT = {"http": 80, "https": 443}
 
 
 def _kebab(name: str) -> str:
@@ -185,6 +211,18 @@ class WatcherSection(_Section):
     port: int = Field(default=6009, ge=0, le=65535)
     #: token required by the operations (header X-Kernlet-Token); None disables operations
     token: str | None = None
+    #: origins besides the watcher's own whose pages may send operations (a browser's Origin
+    #: header); canonical ``scheme://host:port``. A string is a comma-separated list (etcd).
+    allowed_origins: tuple[str, ...] = ()
+
+    @field_validator("allowed_origins", mode="before")
+    @classmethod
+    def _origins(cls, v: Any) -> Any:
+        if isinstance(v, str):
+            v = [part for part in v.split(",") if part.strip()]
+        if isinstance(v, (list, tuple)):
+            return tuple(parse_origin(o) if isinstance(o, str) else o for o in v)
+        return v
 
 
 class DebugSection(_Section):

@@ -351,8 +351,9 @@ class AppRig:
     shutdowns: list[str]
 
 
-async def _rig(token: str | None) -> AsyncIterator[AppRig]:
-    cfg = AgentConfig.model_validate({"agent": {"id": "unit"}, "watcher": {"token": token}})
+async def _rig(token: str | None, allowed_origins: tuple[str, ...] = ()) -> AsyncIterator[AppRig]:
+    cfg = AgentConfig.model_validate({"agent": {"id": "unit"}, "watcher": {
+        "token": token, "allowed-origins": list(allowed_origins)}})
     store = MemoryEventLog()
     await store.open()
     await store.append(kernel_events("k1", RUNNING))
@@ -362,7 +363,7 @@ async def _rig(token: str | None) -> AsyncIterator[AppRig]:
                        request_sample=lambda containers: None)
     await core.start(background=False)
     shutdowns: list[str] = []
-    app = build_app(core, cfg.watcher.token, shutdowns.append)
+    app = build_app(core, cfg.watcher.token, shutdowns.append, cfg.watcher.allowed_origins)
     try:
         async with TestClient(TestServer(app)) as client:
             yield AppRig(client, handle, core, ref.proxy(), shutdowns)

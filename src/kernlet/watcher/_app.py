@@ -4,18 +4,20 @@ Every handler runs on the agent's loop and only awaits: the agent actor is reach
 :class:`~kernlet.watcher._link.AgentLink` (``tell`` + ``Reply``), the log through its coroutines.
 
 Errors are JSON ``{"error": {"type", "message"}}`` with a fitting status: kernlet's typed errors
-map to 400/404/409/504, anything else to 500 (and is logged). Operations need the configured
-token in ``X-Kernlet-Token``: 401 without it, 403 when wrong, and 403 for everyone when no token
-is configured (operations are then disabled).
+map to 400/404/409/504, anything else to 500 (and is logged). Who may run an operation is
+decided by :mod:`kernlet.watcher._guard`: any request but GET and HEAD from another origin is
+refused (403) before routing matters; then operations need the configured token in
+``X-Kernlet-Token``: 401 without it, 403 when wrong, and 403 for everyone when no token is
+configured (operations are then disabled). Every refusal is counted by reason. No CORS header is
+ever sent.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hmac
 import json
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +32,15 @@ from kernlet.errors import (
 )
 from kernlet.protocol import is_valid_id
 from kernlet.watcher._core import WatcherCore
+from kernlet.watcher._guard import (
+    SAFE_METHODS,
+    TOKEN_HEADER,
+    Refusal,
+    check_token,
+    origin_refusal,
+    own_origin,
+    token_refusal,
+)
 from kernlet.watcher._live import sse
 from kernlet.watcher._metrics import CONTENT_TYPE
 from kernlet.watcher._openapi import openapi_spec
@@ -46,18 +57,14 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
-TOKEN_HEADER = "X-Kernlet-Token"  # noqa: S105 - a header name, not a secret
 #: the reason recorded when a destroy request names none
 DESTROY_REASON = "operator-requested"
 #: seconds between keep-alive comments on an idle event stream
 KEEPALIVE_SECONDS = 15.0
-NO_TOKEN_MESSAGE = (
-    "operations are disabled: no token is configured; set `token` in the [watcher] section of "
-    f"agent.toml and send it in the {TOKEN_HEADER} header"
-)
 
 CORE = web.AppKey("core", WatcherCore)
 TOKEN = web.AppKey("token", str)
+ALLOWED_ORIGINS = web.AppKey[frozenset[str]]("allowed_origins")
 SHUTDOWN = web.AppKey[Callable[[str], None]]("shutdown")
 
 _STATUS_OF: list[tuple[type[KernletError], int]] = [
@@ -68,17 +75,6 @@ _STATUS_OF: list[tuple[type[KernletError], int]] = [
 ]
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-def check_token(configured: str | None, presented: str | None) -> tuple[int, str] | None:
-    """None when an operation may go ahead; else the (status, message) to refuse it with."""
-    if not configured:
-        return 403, NO_TOKEN_MESSAGE
-    if not presented:
-        return 401, f"this operation needs the {TOKEN_HEADER} header"
-    if not hmac.compare_digest(presented.encode(), configured.encode()):
-        return 403, f"wrong {TOKEN_HEADER}"
-    return None
 
 
 def _dumps(data: Any) -> str:
@@ -126,12 +122,33 @@ async def _headers(request: web.Request, handler: Handler) -> web.StreamResponse
     return resp
 
 
+def _refuse(request: web.Request, refusal: Refusal) -> web.Response:
+    request.app[CORE].metrics.auth_failures.labels(refusal.reason).inc()
+    log.info("watcher: %s %s from %s refused: %s", request.method, request.path, request.remote,
+             refusal.reason)
+    return _error(refusal.status, "Unauthorized" if refusal.status == 401 else "Forbidden",
+                  refusal.message)
+
+
+@web.middleware
+async def _same_origin(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Any request but GET and HEAD from a page of another origin is refused, on every path."""
+    if request.method not in SAFE_METHODS:
+        allowed: frozenset[str] = request.app[ALLOWED_ORIGINS]
+        refusal = origin_refusal(
+            request.headers.get("Origin"),
+            request.headers.get("Sec-Fetch-Site"),
+            own_origin(request.scheme, request.host),
+            allowed,
+        )
+        if refusal is not None:
+            return _refuse(request, refusal)
+    return await handler(request)
+
+
 def _authorize(request: web.Request) -> web.Response | None:
-    refusal = check_token(request.app[TOKEN] or None, request.headers.get(TOKEN_HEADER))
-    if refusal is None:
-        return None
-    status, message = refusal
-    return _error(status, "Unauthorized" if status == 401 else "Forbidden", message)
+    refusal = token_refusal(request.app[TOKEN] or None, request.headers.get(TOKEN_HEADER))
+    return None if refusal is None else _refuse(request, refusal)
 
 
 def _kernel_id(request: web.Request) -> str:
@@ -269,12 +286,18 @@ async def _shutdown(request: web.Request) -> web.StreamResponse:
 
 
 def build_app(
-    core: WatcherCore, token: str | None, shutdown: Callable[[str], None]
+    core: WatcherCore,
+    token: str | None,
+    shutdown: Callable[[str], None],
+    allowed_origins: Iterable[str] = (),
 ) -> web.Application:
-    """The app for one agent's watcher. ``shutdown(who)`` must not block (it hands over)."""
-    app = web.Application(middlewares=[_headers, _errors], client_max_size=64 * 1024)
+    """The app for one agent's watcher. ``shutdown(who)`` must not block (it hands over);
+    ``allowed_origins`` are canonical (``watcher.allowed-origins``)."""
+    app = web.Application(middlewares=[_headers, _errors, _same_origin],
+                          client_max_size=64 * 1024)
     app[CORE] = core
     app[TOKEN] = token or ""
+    app[ALLOWED_ORIGINS] = frozenset(allowed_origins)
     app[SHUTDOWN] = shutdown
     r = app.router
     r.add_get("/", _index)

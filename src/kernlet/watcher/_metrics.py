@@ -3,7 +3,8 @@
 Two kinds, both rendered by ``GET /metrics`` in the Prometheus text format:
 
 - counters and a histogram fed by the durable events as they are appended (lifecycle
-  transitions, events by type, finished executions, create latency);
+  transitions, events by type, finished executions, create latency), and the count of
+  requests the watcher refused (by reason);
 - gauges read from the :class:`~kernlet.watcher._status.NodeStatus` snapshot taken for the
   scrape (kernels by state, event log figures, NATS, heartbeat and reconcile age, per-kernel CPU
   and memory), exported by a custom collector so that a terminated kernel's series disappear.
@@ -21,6 +22,7 @@ from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 from prometheus_client.registry import Collector
 
 from kernlet.events import Envelope, ExecutionFinished, KernelStarted, KernelState
+from kernlet.watcher._guard import REASONS
 from kernlet.watcher._status import NodeStatus
 
 __all__ = ["CONTENT_TYPE", "CREATE_BUCKETS", "WatcherMetrics"]
@@ -123,6 +125,14 @@ class WatcherMetrics:
             "kernlet_kernel_create_seconds", "Seconds from create request to running kernel",
             buckets=CREATE_BUCKETS, registry=r,
         )
+        self.auth_failures = Counter(
+            "kernlet_watcher_auth_failures",
+            "Requests the watcher refused, by reason (missing-token, bad-token, cross-origin, "
+            "no-token-configured)",
+            ["reason"], registry=r,
+        )
+        for reason in REASONS:  # every series exists from the start, at 0
+            self.auth_failures.labels(reason)
         self._snapshot = _SnapshotCollector()
         r.register(self._snapshot)
 

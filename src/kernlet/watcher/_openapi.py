@@ -133,7 +133,8 @@ _SCHEMAS: dict[str, Any] = {
 
 _AUTH_ERRORS = {
     "401": _error("The X-Kernlet-Token header is missing"),
-    "403": _error("Wrong token, or no token is configured (operations are then disabled)"),
+    "403": _error("Wrong token, no token configured (operations are then disabled), or a "
+                  "request from a page of another origin"),
 }
 
 _KERNEL_ID = {

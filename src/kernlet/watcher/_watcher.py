@@ -99,7 +99,8 @@ class Watcher:
     async def _serve(self) -> str:
         assert self.core is not None
         await self.core.start()
-        app = build_app(self.core, self.cfg.token, self._request_shutdown)
+        app = build_app(self.core, self.cfg.token, self._request_shutdown,
+                        self.cfg.allowed_origins)
         runner = web.AppRunner(app, access_log=None, shutdown_timeout=2.0, handle_signals=False)
         await runner.setup()
         self._runner = runner
