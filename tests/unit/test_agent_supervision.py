@@ -116,3 +116,13 @@ def test_injected_root_fault_kills_the_actor_and_records_it(rig: Any) -> None:
     agent.actor_stopped.wait(5)
     assert not agent.is_alive()
     assert any("agent actor died" in m for m in _agent_errors(loop, store, "died"))
+
+
+def test_an_allocation_for_a_stopped_kernel_actor_holds_nothing(rig: Any) -> None:
+    loop, _, agent = rig
+    dead = _plant_dead_kernel(agent, "k2")
+    agent.tell(Allocate("k2", {}, 2, dead))  # its answer cannot be delivered
+    assert _call(loop, agent, Ping(msg="after"))["msg"] == "after"  # the Allocate is handled
+    ledger = agent.proxy().ledger.get()
+    assert ledger.held("k2") == (None, ())
+    assert ledger.ports_held == frozenset()  # its ports went back, not only its slots

@@ -1,100 +1,56 @@
 """The agent actor: root supervisor and router of manager commands to kernel actors.
 
 It keeps the registry (kernel id → kernel actor, and each kernel's latest state as reported by
-its actor), answers the commands that need no kernel, starts one kernel actor per created or
-recovered kernel, and restarts a kernel actor that crashed from that kernel's event stream.
+its actor), starts one kernel actor per created or recovered kernel, restarts a kernel actor
+that crashed from that kernel's event stream, routes container events and relists to kernel
+actors and removes orphan containers. The commands themselves are handled by the table in
+:mod:`kernlet.actors.commands`; the node's slots and ports are kept in the
+:class:`~kernlet.actors.ledger.Ledger`, which only this actor touches.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
 import logging
-import time
 import traceback
-import uuid
 from typing import Any
 
 import pykka
 
-from kernlet import __version__
 from kernlet.actors.base import LoopActor
+from kernlet.actors.commands import COMMANDS, summary
 from kernlet.actors.context import AgentContext
 from kernlet.actors.kernel import KernelActor
+from kernlet.actors.ledger import Ledger
 from kernlet.actors.messages import (
     Allocate,
     Allocated,
     Command,
-    Complete,
     ContainerDied,
-    Create,
     Describe,
-    Destroy,
-    InjectedFault,
-    Interrupt,
     KernelGone,
     KernelUpdated,
     RecordAgentEvent,
     Recover,
     Release,
     Relist,
-    Restart,
-    RunCode,
     Shutdown,
-    TriggerBatch,
 )
 from kernlet.actors.reconcile import Died, Missing, Orphan, plan
-from kernlet.actors.reply import Gather, Reply
-from kernlet.actors.services import shutdown_service, start_service
-from kernlet.actors.steps import kernel_dirs, pull_image
-from kernlet.drivers.docker import LABEL_KERNEL, ContainerEvent, ImageInfo, PullProgress
-from kernlet.drivers.files import WorkDir
+from kernlet.drivers.docker import LABEL_KERNEL, ContainerEvent
 from kernlet.drivers.ports import PortPool
-from kernlet.drivers.resources import Allocation, Allocator, format_amount
-from kernlet.errors import (
-    ImageNotFound,
-    InternalError,
-    InvalidRequest,
-    KernelAlreadyExists,
-    KernelNotFound,
-    KernelNotRunning,
-    KernletError,
-)
+from kernlet.drivers.resources import Allocator
+from kernlet.errors import InternalError, KernelNotFound, KernelNotRunning, KernletError
 from kernlet.events import (
     AGENT_STREAM,
     AgentError,
     EventBody,
-    ImagePulled,
-    ImagePullProgress,
     KernelActorRestarted,
     KernelState,
     OrphanRemoved,
-    event_to_dict,
     is_live,
     new_envelope,
     replay,
-)
-from kernlet.protocol import (
-    CheckAndPull,
-    CreateKernels,
-    DebugFault,
-    DestroyKernel,
-    DownloadFile,
-    Execute,
-    GatherHwinfo,
-    GetCompletions,
-    GetEvents,
-    GetLogs,
-    InterruptKernel,
-    ListFiles,
-    ListKernels,
-    Ping,
-    ResetAgent,
-    RestartKernel,
-    ShutdownService,
-    StartService,
-    SyncKernelRegistry,
-    TriggerBatchExecution,
-    UploadFile,
 )
 
 __all__ = ["AgentActor", "KernelCrashed", "summary"]
@@ -110,23 +66,6 @@ class KernelCrashed:
         self.error = error
 
 
-def summary(state: KernelState) -> dict[str, Any]:
-    """The public view of one kernel."""
-    return {
-        "id": state.kernel_id,
-        "session_id": state.session_id,
-        "state": state.state.value,
-        "image": state.image,
-        "container_id": state.container_id,
-        "slots": dict(state.slots),
-        "executions": state.executions,
-        "created_at": state.created_at,
-        "updated_at": state.updated_at,
-        "reason": state.reason,
-        "exit_code": state.exit_code,
-    }
-
-
 class AgentActor(LoopActor):
     def __init__(
         self,
@@ -139,9 +78,9 @@ class AgentActor(LoopActor):
     ) -> None:
         super().__init__(ctx.loop)
         self.ctx = ctx
-        #: the node's slots and the kernels' holdings; only this actor touches them
-        self.resources = resources or Allocator([])
-        self.ports = ports or PortPool(*ctx.cfg.container.port_range)
+        #: the node's slots and ports and what each kernel holds; only this actor touches it
+        self.ledger = Ledger(resources or Allocator([]),
+                             ports or PortPool(*ctx.cfg.container.port_range))
         #: what the resource plugins detected (gather_hwinfo)
         self.hwinfo = hwinfo or {}
         self.kernels: dict[str, pykka.ActorRef[Any]] = {}
@@ -152,11 +91,11 @@ class AgentActor(LoopActor):
         #: orphan containers being removed now
         self._removing: set[str] = set()
         #: images being pulled by check_and_pull
-        self._pulling: set[str] = set()
+        self.pulling: set[str] = set()
 
-    # -- kernels ------------------------------------------------------------------------------
+    # -- the registry ---------------------------------------------------------------------------
 
-    def _start_kernel(self, kernel_id: str, state: KernelState | None) -> pykka.ActorRef[Any]:
+    def start_kernel(self, kernel_id: str, state: KernelState | None) -> pykka.ActorRef[Any]:
         ref = _SupervisedKernel.start(self.ctx, self.actor_ref, kernel_id, state)
         self.kernels[kernel_id] = ref
         self.known_ids.add(kernel_id)
@@ -164,54 +103,60 @@ class AgentActor(LoopActor):
             self.states[kernel_id] = state
         return ref
 
+    def kernel(self, kernel_id: str) -> pykka.ActorRef[Any]:
+        """The live kernel's actor, or KernelNotRunning / KernelNotFound."""
+        ref = self.kernels.get(kernel_id)
+        if (ref is None or not ref.is_alive()) and kernel_id in self.known_ids:
+            raise KernelNotRunning(f"kernel {kernel_id!r} has terminated")
+        if ref is None or not ref.is_alive():
+            raise KernelNotFound(f"no live kernel {kernel_id!r} on agent {self.ctx.cfg.agent.id}")
+        return ref
+
+    def live_state(self, kernel_id: str) -> KernelState:
+        """The live kernel's state, once it has a container (else KernelNotRunning)."""
+        self.kernel(kernel_id)
+        state = self.states.get(kernel_id)
+        if state is None or not state.container_id:
+            raise KernelNotRunning(f"kernel {kernel_id!r} has no container yet")
+        return state
+
+    def tell_kernel(self, kernel_id: str, message: Any) -> bool:
+        """Tell a registered kernel's actor; False if it has just stopped."""
+        return _tell(self.kernels[kernel_id], message)
+
+    def inject_root_fault(self) -> None:
+        """Debug only (debug_fault actor=agent): this actor dies on its next message."""
+        self.actor_ref.tell(_RootFault())
+
     def adopt(self, states: dict[str, KernelState]) -> None:
         """Start actors for the live kernels of the log and let each check its container.
         Slots and ports are restored exactly as the log recorded them, before any new create."""
         for kernel_id, state in states.items():
             self._restore(state)
-            self._start_kernel(kernel_id, state).tell(Recover())
+            self.start_kernel(kernel_id, state).tell(Recover())
+
+    # -- resources ------------------------------------------------------------------------------
 
     def _restore(self, state: KernelState) -> None:
         if not state.slots and not state.ports:
             return  # it never got as far as kernel_creating
         try:
-            self.resources.restore(state.kernel_id, Allocation.from_event(
-                state.slots, state.cpuset, state.devices))
-            self.ports.restore(state.ports)
+            self.ledger.restore(state.kernel_id, state.slots, state.cpuset, state.devices,
+                                state.ports)
         except KernletError as exc:
             # cannot happen with a sound log; say so loudly rather than double-allocate
             log.error("kernel %s: cannot restore its resources: %s", state.kernel_id, exc)
             self.record_agent_event(AgentError(
                 message=f"kernel {state.kernel_id}: resources not restored: {exc}"))
 
-    def slot_report(self) -> dict[str, dict[str, str]]:
-        """slot -> capacity / used / free as strings (after reserved amounts)."""
-        cap, used, free = self.resources.capacity(), self.resources.used(), self.resources.free()
-        kinds = self.resources.advertised_slots()
-        return {s: {"type": kinds[s][0], "capacity": format_amount(cap[s]),
-                    "used": format_amount(used[s]), "free": format_amount(free[s])}
-                for s in cap}
-
     def _allocate(self, msg: Allocate) -> None:
         try:
-            allocation = self.resources.allocate(msg.kernel_id, msg.request)
+            allocation, ports = self.ledger.allocate(msg.kernel_id, msg.request, msg.ports)
         except KernletError as exc:
-            _tell(msg.reply_to, Allocated(None, (), exc))
-            return
-        try:
-            ports = self.ports.acquire(msg.ports) if msg.ports else ()
-        except KernletError as exc:
-            self.resources.release(msg.kernel_id)
             _tell(msg.reply_to, Allocated(None, (), exc))
             return
         if not _tell(msg.reply_to, Allocated(allocation, ports)):
-            self._release(msg.kernel_id)  # its actor stopped meanwhile: hold nothing for it
-
-    def _release(self, kernel_id: str) -> None:
-        self.resources.release(kernel_id)
-        state = self.states.get(kernel_id)
-        if state is not None and state.ports:
-            self.ports.release(state.ports)
+            self.ledger.release(msg.kernel_id)  # its actor stopped meanwhile: hold nothing
 
     def next_agent_seq(self) -> int:
         """Reserve the next seq of the agent's own stream."""
@@ -290,18 +235,25 @@ class AgentActor(LoopActor):
             case Describe():
                 message.reply.ok({
                     "resource_slots": {s: list(v) for s, v in
-                                       self.resources.advertised_slots().items()},
-                    "slots_used": self.slot_report(),
+                                       self.ledger.advertised_slots().items()},
+                    "slots_used": self.ledger.slot_report(),
                     "hwinfo": self.hwinfo,
                     "kernels": [summary(s) for s in self.states.values() if is_live(s)],
                 })
             case Release():
-                self._release(message.kernel_id)
+                self.ledger.release(message.kernel_id)
             case _RootFault():
                 raise _InjectedRootDeath("injected fault in the agent actor")
             case _:
                 log.warning("agent: unknown message %r", message)
         return None
+
+    def _command(self, cmd: Command) -> None:
+        handler = COMMANDS.get(type(cmd.request))
+        if handler is None:
+            cmd.reply.error(InternalError(f"no handler for {type(cmd.request).__name__}"))
+            return
+        handler(self, cmd.request, cmd)
 
     def _container_event(self, ev: ContainerEvent) -> None:
         kernel_id = ev.labels.get(LABEL_KERNEL, "")
@@ -345,197 +297,6 @@ class AgentActor(LoopActor):
 
         self.spawn(self.ctx.docker.remove(orphan.container_id), then=removed, fail=failed)
 
-    def _kernel(self, kernel_id: str) -> pykka.ActorRef[Any]:
-        ref = self.kernels.get(kernel_id)
-        if (ref is None or not ref.is_alive()) and kernel_id in self.known_ids:
-            raise KernelNotRunning(f"kernel {kernel_id!r} has terminated")
-        if ref is None or not ref.is_alive():
-            raise KernelNotFound(f"no live kernel {kernel_id!r} on agent {self.ctx.cfg.agent.id}")
-        return ref
-
-    def _command(self, cmd: Command) -> None:
-        req, reply = cmd.request, cmd.reply
-        match req:
-            case Ping():
-                reply.ok({"msg": req.msg, "agent_id": self.ctx.cfg.agent.id,
-                          "version": __version__})
-            case CreateKernels():
-                self._create_kernels(req, cmd)
-            case DestroyKernel():
-                self._kernel(req.kernel_id).tell(Destroy(reason=req.reason, reply=reply))
-            case RestartKernel():
-                self._kernel(req.kernel_id).tell(Restart(reply=reply))
-            case Execute():
-                self._kernel(req.kernel_id).tell(RunCode(req, reply, cmd.sink))
-            case InterruptKernel():
-                self._kernel(req.kernel_id).tell(Interrupt(reply))
-            case GetCompletions():
-                self._kernel(req.kernel_id).tell(Complete(req.text, req.pos, reply))
-            case ListKernels():
-                self._list_kernels(req, cmd)
-            case GetEvents():
-                self._get_events(req, cmd)
-            case ResetAgent():
-                self._reset(req.reason, cmd)
-            case GetLogs():
-                state = self._live_state(req.kernel_id)
-                self.spawn(self.ctx.docker.logs(state.container_id, req.tail),
-                           then=lambda text: reply.ok({"logs": text}), fail=reply.error)
-            case UploadFile():
-                wd = self._files(req.kernel_id, reply)
-                self.spawn(wd.upload(req.path, req.data, req.append), then=reply.ok,
-                           fail=reply.error)
-            case DownloadFile():
-                wd = self._files(req.kernel_id, reply)
-                self.spawn(wd.download(req.path, req.offset, req.length), then=reply.ok,
-                           fail=reply.error)
-            case ListFiles():
-                wd = self._files(req.kernel_id, reply)
-                self.spawn(wd.list(req.path), then=reply.ok, fail=reply.error)
-            case SyncKernelRegistry():
-                self._sync_registry(req, cmd)
-            case StartService():
-                state = self._live_state(req.kernel_id)
-                self.spawn(start_service(self.ctx.docker, self.ctx.cfg, state, req.service),
-                           then=reply.ok, fail=reply.error)
-            case ShutdownService():
-                state = self._live_state(req.kernel_id)
-                self.spawn(shutdown_service(self.ctx.docker, self.ctx.cfg, state, req.service),
-                           then=reply.ok, fail=reply.error)
-            case GatherHwinfo():
-                reply.ok({"plugins": self.hwinfo, "slots": self.slot_report()})
-            case CheckAndPull():
-                self._check_and_pull(req.image, req.timeout, reply)
-            case TriggerBatchExecution():
-                run_id = uuid.uuid4().hex
-                self._kernel(req.kernel_id).tell(
-                    TriggerBatch(run_id=run_id, code=req.code, timeout=req.timeout, reply=reply))
-            case DebugFault():
-                if not self.ctx.cfg.debug.fault_injection:
-                    raise InvalidRequest("debug_fault: fault injection is disabled "
-                                         "(debug.fault-injection = false)")
-                if req.actor == "agent":
-                    reply.ok({"injected": True, "actor": "agent"})
-                    self.actor_ref.tell(_RootFault())
-                else:
-                    self._kernel(req.kernel_id).tell(InjectedFault())
-                    reply.ok({"injected": True, "actor": "kernel"})
-            case _:
-                reply.error(InternalError(f"no handler for {type(req).__name__}"))
-
-    def _create_kernels(self, req: CreateKernels, cmd: Command) -> None:
-        taken = [k for k in req.kernel_ids if k in self.known_ids or k in self.kernels]
-        if taken:
-            raise KernelAlreadyExists(f"kernel id(s) already used on this agent: {taken}")
-        gather = Gather(len(req.kernel_ids), lambda results: cmd.reply.ok({"kernels": results}))
-        for i, (kernel_id, kconfig) in enumerate(zip(req.kernel_ids, req.configs, strict=True)):
-            ref = self._start_kernel(kernel_id, None)
-            ref.tell(Create(session_id=req.session_id, image=kconfig.image,
-                            config=kconfig.model_dump(), done=gather.part(i)))
-
-    def _live_state(self, kernel_id: str) -> KernelState:
-        self._kernel(kernel_id)
-        state = self.states.get(kernel_id)
-        if state is None or not state.container_id:
-            raise KernelNotRunning(f"kernel {kernel_id!r} has no container yet")
-        return state
-
-    def _files(self, kernel_id: str, reply: Reply) -> WorkDir:
-        self._kernel(kernel_id)
-        c = self.ctx.cfg.container
-        return WorkDir(kernel_dirs(self.ctx.cfg, kernel_id).work, c.kernel_uid, c.kernel_gid)
-
-    def _sync_registry(self, req: SyncKernelRegistry, cmd: Command) -> None:
-        """The manager's belief vs ours: destroy what it does not know, report what we lack."""
-        ours = {k for k, s in self.states.items() if is_live(s)}
-        theirs = set(req.kernel_ids)
-        for kernel_id in sorted(ours - theirs):
-            _tell(self.kernels[kernel_id], Destroy(reason="not-found-in-manager"))
-        terminated = [
-            {"id": k, "reason": "already-terminated" if k in self.known_ids else "unknown-kernel"}
-            for k in sorted(theirs - ours)
-        ]
-        cmd.reply.ok({"destroyed": sorted(ours - theirs), "terminated": terminated})
-
-    def _check_and_pull(self, image: str, timeout: float, reply: Reply) -> None:
-        """Answer at once (present / pulling); a pull reports image_pull_progress events
-        (at most one a second) and ends with image_pulled."""
-        if image in self._pulling:
-            reply.ok({"image": image, "status": "pulling"})
-            return
-        ref = self.actor_ref
-        last = [0.0]
-
-        def progress(p: PullProgress) -> None:  # loop thread
-            now = time.monotonic()
-            if now - last[0] >= 1.0:
-                last[0] = now
-                ref.tell(RecordAgentEvent(ImagePullProgress(image=image, status=p.status,
-                                                            current=p.current, total=p.total)))
-
-        def pulled(info: ImageInfo) -> None:
-            self._pulling.discard(image)
-            self.record_agent_event(ImagePulled(image=image, ok=True, image_id=info.id))
-
-        def failed(err: BaseException) -> None:
-            self._pulling.discard(image)
-            self.record_agent_event(ImagePulled(image=image, ok=False, error=str(err)[:1000]))
-
-        def missing(err: BaseException) -> None:
-            if not isinstance(err, ImageNotFound):
-                reply.error(err)
-                return
-            self._pulling.add(image)
-            reply.ok({"image": image, "status": "pulling"})
-            self.spawn(pull_image(self.ctx.docker, image, timeout, progress), then=pulled,
-                       fail=failed)
-
-        self.spawn(self.ctx.docker.image(image),
-                   then=lambda info: reply.ok({"image": image, "status": "present",
-                                               "id": info.id}),
-                   fail=missing)
-
-    def _reset(self, reason: str, cmd: Command) -> None:
-        """Destroy every live kernel; answer when all are clean."""
-        ids = [k for k, ref in self.kernels.items() if ref.is_alive()]
-        if not ids:
-            cmd.reply.ok({"destroyed": []})
-            return
-        gather = Gather(len(ids), lambda results: cmd.reply.ok({"destroyed": [
-            r.get("id") if isinstance(r, dict) else {"error": str(r)} for r in results]}))
-        for i, kernel_id in enumerate(ids):
-            part = Reply.to(gather.part(i))
-            if not _tell(self.kernels[kernel_id], Destroy(reason=reason, reply=part)):
-                part.ok({"id": kernel_id})  # it stopped meanwhile: nothing left to destroy
-
-    def _list_kernels(self, req: ListKernels, cmd: Command) -> None:
-        live = [summary(s) for s in self.states.values() if is_live(s)]
-        if not req.all:
-            cmd.reply.ok({"kernels": live})
-            return
-
-        async def everything() -> list[dict[str, Any]]:
-            out = []
-            for kernel_id in await self.ctx.store.kernel_ids():
-                if kernel_id == AGENT_STREAM:
-                    continue
-                state = replay(await self.ctx.store.read_stream(kernel_id))
-                if state is not None:
-                    out.append(summary(state))
-            return out
-
-        self.spawn(everything(), then=lambda ks: cmd.reply.ok({"kernels": ks}),
-                   fail=cmd.reply.error)
-
-    def _get_events(self, req: GetEvents, cmd: Command) -> None:
-        def done(events: list[Any]) -> None:
-            if not events:
-                cmd.reply.error(KernelNotFound(f"no events for kernel {req.kernel_id!r}"))
-            else:
-                cmd.reply.ok({"events": [event_to_dict(e) for e in events]})
-
-        self.spawn(self.ctx.store.read_stream(req.kernel_id), then=done, fail=cmd.reply.error)
-
     # -- supervision ----------------------------------------------------------------------------
 
     def _restart_crashed(self, msg: KernelCrashed) -> None:
@@ -547,7 +308,7 @@ class AgentActor(LoopActor):
             if state is None or not is_live(state):
                 self.states.pop(msg.kernel_id, None)
                 return
-            ref = self._start_kernel(msg.kernel_id, state)
+            ref = self.start_kernel(msg.kernel_id, state)
             ref.tell(_RecordIncident(msg.error))
             ref.tell(Recover())
 

@@ -1,0 +1,331 @@
+"""The manager's commands, as a table from request type to handler.
+
+Each handler runs in the agent actor's thread as ``handler(agent, request, command)``: it
+either answers ``command.reply`` itself, hands the reply to a kernel actor, or starts a step
+on the loop that answers later. A :class:`~kernlet.errors.KernletError` it raises becomes the
+reply's error (see :meth:`AgentActor.handle`). Grouped by concern: kernels, files, services,
+images, registry sync and reset, node info, debug.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from kernlet import __version__
+from kernlet.actors.messages import (
+    Command,
+    Complete,
+    Create,
+    Destroy,
+    InjectedFault,
+    Interrupt,
+    RecordAgentEvent,
+    Restart,
+    RunCode,
+    TriggerBatch,
+)
+from kernlet.actors.reply import Gather, Reply
+from kernlet.actors.services import shutdown_service, start_service
+from kernlet.actors.steps import kernel_dirs, pull_image
+from kernlet.drivers.docker import ImageInfo, PullProgress
+from kernlet.drivers.files import WorkDir
+from kernlet.errors import ImageNotFound, InvalidRequest, KernelAlreadyExists, KernelNotFound
+from kernlet.events import (
+    AGENT_STREAM,
+    ImagePulled,
+    ImagePullProgress,
+    KernelState,
+    event_to_dict,
+    is_live,
+    replay,
+)
+from kernlet.protocol import (
+    CheckAndPull,
+    CreateKernels,
+    DebugFault,
+    DestroyKernel,
+    DownloadFile,
+    Execute,
+    GatherHwinfo,
+    GetCompletions,
+    GetEvents,
+    GetLogs,
+    InterruptKernel,
+    ListFiles,
+    ListKernels,
+    Ping,
+    ResetAgent,
+    RestartKernel,
+    ShutdownService,
+    StartService,
+    SyncKernelRegistry,
+    TriggerBatchExecution,
+    UploadFile,
+)
+
+if TYPE_CHECKING:
+    from kernlet.actors.agent import AgentActor
+
+__all__ = ["COMMANDS", "Handler", "summary"]
+
+#: ``(agent, request, command) -> None``
+Handler = Callable[["AgentActor", Any, Command], None]
+
+
+def summary(state: KernelState) -> dict[str, Any]:
+    """The public view of one kernel."""
+    return {
+        "id": state.kernel_id,
+        "session_id": state.session_id,
+        "state": state.state.value,
+        "image": state.image,
+        "container_id": state.container_id,
+        "slots": dict(state.slots),
+        "executions": state.executions,
+        "created_at": state.created_at,
+        "updated_at": state.updated_at,
+        "reason": state.reason,
+        "exit_code": state.exit_code,
+    }
+
+
+# -- kernels -----------------------------------------------------------------------------------
+
+
+def _create_kernels(agent: AgentActor, req: CreateKernels, cmd: Command) -> None:
+    taken = [k for k in req.kernel_ids if k in agent.known_ids or k in agent.kernels]
+    if taken:
+        raise KernelAlreadyExists(f"kernel id(s) already used on this agent: {taken}")
+    gather = Gather(len(req.kernel_ids), lambda results: cmd.reply.ok({"kernels": results}))
+    for i, (kernel_id, kconfig) in enumerate(zip(req.kernel_ids, req.configs, strict=True)):
+        ref = agent.start_kernel(kernel_id, None)
+        ref.tell(Create(session_id=req.session_id, image=kconfig.image,
+                        config=kconfig.model_dump(), done=gather.part(i)))
+
+
+def _destroy_kernel(agent: AgentActor, req: DestroyKernel, cmd: Command) -> None:
+    agent.kernel(req.kernel_id).tell(Destroy(reason=req.reason, reply=cmd.reply))
+
+
+def _restart_kernel(agent: AgentActor, req: RestartKernel, cmd: Command) -> None:
+    agent.kernel(req.kernel_id).tell(Restart(reply=cmd.reply))
+
+
+def _execute(agent: AgentActor, req: Execute, cmd: Command) -> None:
+    agent.kernel(req.kernel_id).tell(RunCode(req, cmd.reply, cmd.sink))
+
+
+def _interrupt_kernel(agent: AgentActor, req: InterruptKernel, cmd: Command) -> None:
+    agent.kernel(req.kernel_id).tell(Interrupt(cmd.reply))
+
+
+def _get_completions(agent: AgentActor, req: GetCompletions, cmd: Command) -> None:
+    agent.kernel(req.kernel_id).tell(Complete(req.text, req.pos, cmd.reply))
+
+
+def _trigger_batch(agent: AgentActor, req: TriggerBatchExecution, cmd: Command) -> None:
+    run_id = uuid.uuid4().hex
+    agent.kernel(req.kernel_id).tell(
+        TriggerBatch(run_id=run_id, code=req.code, timeout=req.timeout, reply=cmd.reply))
+
+
+def _list_kernels(agent: AgentActor, req: ListKernels, cmd: Command) -> None:
+    live = [summary(s) for s in agent.states.values() if is_live(s)]
+    if not req.all:
+        cmd.reply.ok({"kernels": live})
+        return
+    store = agent.ctx.store
+
+    async def everything() -> list[dict[str, Any]]:
+        out = []
+        for kernel_id in await store.kernel_ids():
+            if kernel_id == AGENT_STREAM:
+                continue
+            state = replay(await store.read_stream(kernel_id))
+            if state is not None:
+                out.append(summary(state))
+        return out
+
+    agent.spawn(everything(), then=lambda ks: cmd.reply.ok({"kernels": ks}),
+                fail=cmd.reply.error)
+
+
+def _get_events(agent: AgentActor, req: GetEvents, cmd: Command) -> None:
+    def done(events: list[Any]) -> None:
+        if not events:
+            cmd.reply.error(KernelNotFound(f"no events for kernel {req.kernel_id!r}"))
+        else:
+            cmd.reply.ok({"events": [event_to_dict(e) for e in events]})
+
+    agent.spawn(agent.ctx.store.read_stream(req.kernel_id), then=done, fail=cmd.reply.error)
+
+
+def _get_logs(agent: AgentActor, req: GetLogs, cmd: Command) -> None:
+    state = agent.live_state(req.kernel_id)
+    agent.spawn(agent.ctx.docker.logs(state.container_id, req.tail),
+                then=lambda text: cmd.reply.ok({"logs": text}), fail=cmd.reply.error)
+
+
+# -- files -------------------------------------------------------------------------------------
+
+
+def _work_dir(agent: AgentActor, kernel_id: str) -> WorkDir:
+    agent.kernel(kernel_id)
+    c = agent.ctx.cfg.container
+    return WorkDir(kernel_dirs(agent.ctx.cfg, kernel_id).work, c.kernel_uid, c.kernel_gid)
+
+
+def _upload_file(agent: AgentActor, req: UploadFile, cmd: Command) -> None:
+    wd = _work_dir(agent, req.kernel_id)
+    agent.spawn(wd.upload(req.path, req.data, req.append), then=cmd.reply.ok,
+                fail=cmd.reply.error)
+
+
+def _download_file(agent: AgentActor, req: DownloadFile, cmd: Command) -> None:
+    wd = _work_dir(agent, req.kernel_id)
+    agent.spawn(wd.download(req.path, req.offset, req.length), then=cmd.reply.ok,
+                fail=cmd.reply.error)
+
+
+def _list_files(agent: AgentActor, req: ListFiles, cmd: Command) -> None:
+    wd = _work_dir(agent, req.kernel_id)
+    agent.spawn(wd.list(req.path), then=cmd.reply.ok, fail=cmd.reply.error)
+
+
+# -- services ----------------------------------------------------------------------------------
+
+
+def _start_service(agent: AgentActor, req: StartService, cmd: Command) -> None:
+    state = agent.live_state(req.kernel_id)
+    agent.spawn(start_service(agent.ctx.docker, agent.ctx.cfg, state, req.service),
+                then=cmd.reply.ok, fail=cmd.reply.error)
+
+
+def _shutdown_service(agent: AgentActor, req: ShutdownService, cmd: Command) -> None:
+    state = agent.live_state(req.kernel_id)
+    agent.spawn(shutdown_service(agent.ctx.docker, agent.ctx.cfg, state, req.service),
+                then=cmd.reply.ok, fail=cmd.reply.error)
+
+
+# -- images ------------------------------------------------------------------------------------
+
+
+def _check_and_pull(agent: AgentActor, req: CheckAndPull, cmd: Command) -> None:
+    """Answer at once (present / pulling); a pull reports image_pull_progress events
+    (at most one a second) and ends with image_pulled."""
+    image, reply = req.image, cmd.reply
+    if image in agent.pulling:
+        reply.ok({"image": image, "status": "pulling"})
+        return
+    ref = agent.actor_ref
+    last = [0.0]
+
+    def progress(p: PullProgress) -> None:  # loop thread
+        now = time.monotonic()
+        if now - last[0] >= 1.0:
+            last[0] = now
+            ref.tell(RecordAgentEvent(ImagePullProgress(image=image, status=p.status,
+                                                        current=p.current, total=p.total)))
+
+    def pulled(info: ImageInfo) -> None:
+        agent.pulling.discard(image)
+        agent.record_agent_event(ImagePulled(image=image, ok=True, image_id=info.id))
+
+    def failed(err: BaseException) -> None:
+        agent.pulling.discard(image)
+        agent.record_agent_event(ImagePulled(image=image, ok=False, error=str(err)[:1000]))
+
+    def missing(err: BaseException) -> None:
+        if not isinstance(err, ImageNotFound):
+            reply.error(err)
+            return
+        agent.pulling.add(image)
+        reply.ok({"image": image, "status": "pulling"})
+        agent.spawn(pull_image(agent.ctx.docker, image, req.timeout, progress), then=pulled,
+                    fail=failed)
+
+    agent.spawn(agent.ctx.docker.image(image),
+                then=lambda info: reply.ok({"image": image, "status": "present",
+                                            "id": info.id}),
+                fail=missing)
+
+
+# -- registry sync and reset -------------------------------------------------------------------
+
+
+def _sync_registry(agent: AgentActor, req: SyncKernelRegistry, cmd: Command) -> None:
+    """The manager's belief vs ours: destroy what it does not know, report what we lack."""
+    ours = {k for k, s in agent.states.items() if is_live(s)}
+    theirs = set(req.kernel_ids)
+    for kernel_id in sorted(ours - theirs):
+        agent.tell_kernel(kernel_id, Destroy(reason="not-found-in-manager"))
+    terminated = [
+        {"id": k, "reason": "already-terminated" if k in agent.known_ids else "unknown-kernel"}
+        for k in sorted(theirs - ours)
+    ]
+    cmd.reply.ok({"destroyed": sorted(ours - theirs), "terminated": terminated})
+
+
+def _reset(agent: AgentActor, req: ResetAgent, cmd: Command) -> None:
+    """Destroy every live kernel; answer when all are clean."""
+    ids = [k for k, ref in agent.kernels.items() if ref.is_alive()]
+    if not ids:
+        cmd.reply.ok({"destroyed": []})
+        return
+    gather = Gather(len(ids), lambda results: cmd.reply.ok({"destroyed": [
+        r.get("id") if isinstance(r, dict) else {"error": str(r)} for r in results]}))
+    for i, kernel_id in enumerate(ids):
+        part = Reply.to(gather.part(i))
+        if not agent.tell_kernel(kernel_id, Destroy(reason=req.reason, reply=part)):
+            part.ok({"id": kernel_id})  # it stopped meanwhile: nothing left to destroy
+
+
+# -- node info and debug -----------------------------------------------------------------------
+
+
+def _ping(agent: AgentActor, req: Ping, cmd: Command) -> None:
+    cmd.reply.ok({"msg": req.msg, "agent_id": agent.ctx.cfg.agent.id, "version": __version__})
+
+
+def _gather_hwinfo(agent: AgentActor, req: GatherHwinfo, cmd: Command) -> None:
+    cmd.reply.ok({"plugins": agent.hwinfo, "slots": agent.ledger.slot_report()})
+
+
+def _debug_fault(agent: AgentActor, req: DebugFault, cmd: Command) -> None:
+    if not agent.ctx.cfg.debug.fault_injection:
+        raise InvalidRequest("debug_fault: fault injection is disabled "
+                             "(debug.fault-injection = false)")
+    if req.actor == "agent":
+        cmd.reply.ok({"injected": True, "actor": "agent"})
+        agent.inject_root_fault()
+    else:
+        agent.kernel(req.kernel_id).tell(InjectedFault())
+        cmd.reply.ok({"injected": True, "actor": "kernel"})
+
+
+COMMANDS: dict[type[Any], Handler] = {
+    Ping: _ping,
+    CreateKernels: _create_kernels,
+    DestroyKernel: _destroy_kernel,
+    RestartKernel: _restart_kernel,
+    Execute: _execute,
+    InterruptKernel: _interrupt_kernel,
+    GetCompletions: _get_completions,
+    TriggerBatchExecution: _trigger_batch,
+    ListKernels: _list_kernels,
+    GetEvents: _get_events,
+    GetLogs: _get_logs,
+    UploadFile: _upload_file,
+    DownloadFile: _download_file,
+    ListFiles: _list_files,
+    StartService: _start_service,
+    ShutdownService: _shutdown_service,
+    CheckAndPull: _check_and_pull,
+    SyncKernelRegistry: _sync_registry,
+    ResetAgent: _reset,
+    GatherHwinfo: _gather_hwinfo,
+    DebugFault: _debug_fault,
+}
