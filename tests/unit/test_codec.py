@@ -52,6 +52,7 @@ FIELD_STRATEGIES: dict[str, st.SearchStrategy[Any]] = {
     "int | None": st.none() | st.integers(-(2**31), 2**31),
     "int": st.integers(-(2**63), 2**63 - 1),
     "float": st.floats(allow_nan=False, allow_infinity=False),
+    "float | None": st.none() | st.floats(allow_nan=False, allow_infinity=False),
     "bool": st.booleans(),
     "tuple[int, ...]": st.lists(st.integers(0, 65535), max_size=8).map(tuple),
     "dict[str, str]": st.dictionaries(st.text(max_size=10), st.text(max_size=10), max_size=5),
