@@ -30,7 +30,7 @@ from kernlet.drivers.nats import BusSettings, NatsDriver
 from kernlet.drivers.ports import PortPool
 from kernlet.drivers.resources import Allocator, apply_reserved, detect_plugins, gather_hwinfo
 from kernlet.errors import DriverError
-from kernlet.events import AGENT_STREAM, AgentStarted, AgentTerminated, new_envelope
+from kernlet.events import AgentStarted, AgentTerminated
 from kernlet.store import SQLiteEventLog
 from kernlet.watcher import Watcher
 
@@ -76,7 +76,6 @@ class AgentService:
         self.loop.run(self._open())
         live = self.loop.run(self.store.live_kernels())
         known = set(self.loop.run(self.store.kernel_ids()))
-        agent_seq = self.loop.run(self.store.last_seq(AGENT_STREAM))
         ctx = AgentContext(
             cfg=self.cfg, loop=self.loop, store=self.store, docker=self.docker,
             outbox=self.outbox,
@@ -92,12 +91,12 @@ class AgentService:
         #: what kernels may hold, after reserved amounts (the watcher's gauges)
         self.capacity = {p.spec.name: float(sum(p.devices.values())) for p in pools}
         self.agent = AgentActor.start(
-            ctx, known, agent_seq + 1, Allocator(pools),
+            ctx, known, Allocator(pools),
             PortPool(*self.cfg.container.port_range), gather_hwinfo(self.plugins),
         )
         proxy = self.agent.proxy()
         proxy.adopt(live).get()
-        self._agent_event(agent_seq + 1, AgentStarted(reason="started", agent_id=self.cfg.agent.id))
+        self.loop.run(ctx.record_agent(AgentStarted(reason="started", agent_id=self.cfg.agent.id)))
         self.server = CommandServer(self.bus, self.agent, self.cfg.nats.subject_prefix,
                                     self.cfg.agent.id, self.cfg.limits.max_request,
                                     self.cfg.limits.max_code)
@@ -134,10 +133,6 @@ class AgentService:
         self.watcher = watcher
         log.info("watcher listening on %s (operations %s)", url,
                  "need the token" if self.cfg.watcher.token else "disabled: no token configured")
-
-    def _agent_event(self, seq: int, body: Any) -> None:
-        assert self.ctx is not None
-        self.loop.run(self.ctx.persist(new_envelope(AGENT_STREAM, seq, body)))
 
     async def _open(self) -> None:
         await self.store.open()
@@ -200,16 +195,15 @@ class AgentService:
                 self.loop.run(self.node.stop(), timeout=10)
             except Exception as exc:  # noqa: BLE001 - shutdown goes on whatever happens
                 log.warning("stopping the node reporter: %s", exc)
-        if self.agent is not None and self.agent.is_alive():
+        if self.agent is not None and self.agent.is_alive() and self.ctx is not None:
             proxy = self.agent.proxy()
-            seq = proxy.next_agent_seq().get()
             proxy.shutdown_kernels().get()
             deadline = time.monotonic() + 10
             while proxy.kernels_alive().get() and time.monotonic() < deadline:
                 time.sleep(0.05)
             try:
-                self._agent_event(seq, AgentTerminated(reason="shutdown",
-                                                       agent_id=self.cfg.agent.id))
+                self.loop.run(self.ctx.record_agent(AgentTerminated(
+                    reason="shutdown", agent_id=self.cfg.agent.id)))
                 self.loop.run(self._flush_outbox(), timeout=5)
             except Exception as exc:  # noqa: BLE001 - shutdown goes on whatever happens
                 log.warning("could not record agent_terminated: %s", exc)

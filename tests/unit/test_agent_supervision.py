@@ -42,7 +42,7 @@ def rig() -> Iterator[tuple[LoopThread, MemoryEventLog, pykka.ActorRef[Any]]]:
     cfg = AgentConfig.model_validate({"debug": {"fault-injection": True}})
     ctx = AgentContext(cfg=cfg, loop=loop, store=store, docker=cast(Any, None),
                        outbox=Outbox(cast(Any, None), store, "kernlet", "a1"))
-    agent = AgentActor.start(ctx, set(), 0, Allocator([]))
+    agent = AgentActor.start(ctx, set(), Allocator([]))
     yield loop, store, agent
     pykka.ActorRegistry.stop_all()
     loop.run(store.close())

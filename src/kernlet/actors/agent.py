@@ -42,14 +42,12 @@ from kernlet.drivers.ports import PortPool
 from kernlet.drivers.resources import Allocator
 from kernlet.errors import InternalError, KernelNotFound, KernelNotRunning, KernletError
 from kernlet.events import (
-    AGENT_STREAM,
     AgentError,
     EventBody,
     KernelActorRestarted,
     KernelState,
     OrphanRemoved,
     is_live,
-    new_envelope,
     replay,
 )
 
@@ -71,7 +69,6 @@ class AgentActor(LoopActor):
         self,
         ctx: AgentContext,
         known_ids: set[str],
-        agent_seq: int = 0,
         resources: Allocator | None = None,
         ports: PortPool | None = None,
         hwinfo: dict[str, Any] | None = None,
@@ -87,7 +84,6 @@ class AgentActor(LoopActor):
         self.states: dict[str, KernelState] = {}
         #: every kernel id the log has ever seen (a create may not reuse one)
         self.known_ids = set(known_ids)
-        self._agent_seq = agent_seq
         #: orphan containers being removed now
         self._removing: set[str] = set()
         #: images being pulled by check_and_pull
@@ -158,17 +154,12 @@ class AgentActor(LoopActor):
         if not _tell(msg.reply_to, Allocated(allocation, ports)):
             self.ledger.release(msg.kernel_id)  # its actor stopped meanwhile: hold nothing
 
-    def next_agent_seq(self) -> int:
-        """Reserve the next seq of the agent's own stream."""
-        self._agent_seq += 1
-        return self._agent_seq
-
     def kernels_alive(self) -> int:
         return sum(1 for ref in self.kernels.values() if ref.is_alive())
 
     def record_agent_event(self, body: EventBody) -> concurrent.futures.Future[Any]:
-        env = new_envelope(AGENT_STREAM, self.next_agent_seq(), body)
-        return self.ctx.loop.submit(self.ctx.persist(env))
+        """Record on the agent's own stream (durable when the future is done)."""
+        return self.ctx.loop.submit(self.ctx.record_agent(body))
 
     # -- the root never dies of one message ----------------------------------------------------
 

@@ -12,7 +12,7 @@ from kernlet.actors.loop import LoopThread
 from kernlet.actors.outbox import Outbox
 from kernlet.config import AgentConfig
 from kernlet.drivers.docker import DockerDriver
-from kernlet.events import Envelope
+from kernlet.events import AGENT_STREAM, Envelope, EventBody, new_envelope
 from kernlet.store import EventLog
 
 __all__ = ["AgentContext"]
@@ -32,6 +32,18 @@ class AgentContext:
     #: called on the loop with each event once it is durable (watcher, metrics)
     listeners: list[Callable[[Envelope], None]] = field(default_factory=list)
     _crash_count: int = 0
+    #: serializes appends to the agent's own stream (its seq comes from the store)
+    _agent_stream: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    async def record_agent(self, body: EventBody) -> Envelope:
+        """Append an event to the agent's own stream (``_agent``), durably; its seq is the
+        store's last one plus one. The only writer of that stream (the agent actor and the
+        service both come here), so there is one owner of its sequence numbers."""
+        async with self._agent_stream:
+            seq = await self.store.last_seq(AGENT_STREAM) + 1
+            env = new_envelope(AGENT_STREAM, seq, body)
+            await self.persist(env)
+        return env
 
     async def persist(self, env: Envelope) -> None:
         """Append durably, then hand to the outbox and the listeners (loop side)."""
