@@ -24,13 +24,14 @@ from kernlet.actors.loop import LoopThread
 from kernlet.actors.messages import Relist
 from kernlet.actors.node import NodeReporter
 from kernlet.actors.outbox import Outbox
+from kernlet.actors.pulls import interrupted_pulls
 from kernlet.config import AgentConfig, ConfigError
 from kernlet.drivers.docker import LABEL_AGENT, DockerDriver
 from kernlet.drivers.nats import BusSettings, NatsDriver
 from kernlet.drivers.ports import PortPool
 from kernlet.drivers.resources import Allocator, apply_reserved, detect_plugins, gather_hwinfo
 from kernlet.errors import DriverError
-from kernlet.events import AgentStarted, AgentTerminated
+from kernlet.events import AGENT_STREAM, AgentStarted, AgentTerminated
 from kernlet.store import SQLiteEventLog
 from kernlet.watcher import Watcher
 
@@ -96,6 +97,8 @@ class AgentService:
         )
         proxy = self.agent.proxy()
         proxy.adopt(live).get()
+        proxy.resume_pulls(interrupted_pulls(self.loop.run(
+            self.store.read_stream(AGENT_STREAM)))).get()
         self.loop.run(ctx.record_agent(AgentStarted(reason="started", agent_id=self.cfg.agent.id)))
         self.server = CommandServer(self.bus, self.agent, self.cfg.nats.subject_prefix,
                                     self.cfg.agent.id, self.cfg.limits.max_request,

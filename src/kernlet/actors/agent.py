@@ -36,6 +36,7 @@ from kernlet.actors.messages import (
     Relist,
     Shutdown,
 )
+from kernlet.actors.pulls import start_pull
 from kernlet.actors.reconcile import Died, Missing, Orphan, plan
 from kernlet.drivers.docker import LABEL_KERNEL, ContainerEvent
 from kernlet.drivers.ports import PortPool
@@ -153,6 +154,14 @@ class AgentActor(LoopActor):
             return
         if not _tell(msg.reply_to, Allocated(allocation, ports)):
             self.ledger.release(msg.kernel_id)  # its actor stopped meanwhile: hold nothing
+
+    def resume_pulls(self, images: list[str]) -> None:
+        """Pull again what an agent crash cut short (found in the log by
+        ``interrupted_pulls``): each such pull still ends with ``image_pulled``."""
+        for image in images:
+            if image not in self.pulling:
+                start_pull(self, image, self.ctx.cfg.container.pull_timeout,
+                           "resumed after an agent restart")
 
     def kernels_alive(self) -> int:
         return sum(1 for ref in self.kernels.values() if ref.is_alive())

@@ -9,7 +9,6 @@ images, registry sync and reset, node info, debug.
 
 from __future__ import annotations
 
-import time
 import uuid
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -22,21 +21,18 @@ from kernlet.actors.messages import (
     Destroy,
     InjectedFault,
     Interrupt,
-    RecordAgentEvent,
     Restart,
     RunCode,
     TriggerBatch,
 )
+from kernlet.actors.pulls import start_pull
 from kernlet.actors.reply import Gather, Reply
 from kernlet.actors.services import shutdown_service, start_service
-from kernlet.actors.steps import kernel_dirs, pull_image
-from kernlet.drivers.docker import ImageInfo, PullProgress
+from kernlet.actors.steps import kernel_dirs
 from kernlet.drivers.files import WorkDir
 from kernlet.errors import ImageNotFound, InvalidRequest, KernelAlreadyExists, KernelNotFound
 from kernlet.events import (
     AGENT_STREAM,
-    ImagePulled,
-    ImagePullProgress,
     KernelState,
     event_to_dict,
     is_live,
@@ -215,37 +211,17 @@ def _shutdown_service(agent: AgentActor, req: ShutdownService, cmd: Command) -> 
 
 def _check_and_pull(agent: AgentActor, req: CheckAndPull, cmd: Command) -> None:
     """Answer at once (present / pulling); a pull reports image_pull_progress events
-    (at most one a second) and ends with image_pulled."""
+    and ends with image_pulled (see kernlet.actors.pulls)."""
     image, reply = req.image, cmd.reply
     if image in agent.pulling:
         reply.ok({"image": image, "status": "pulling"})
         return
-    ref = agent.actor_ref
-    last = [0.0]
-
-    def progress(p: PullProgress) -> None:  # loop thread
-        now = time.monotonic()
-        if now - last[0] >= 1.0:
-            last[0] = now
-            ref.tell(RecordAgentEvent(ImagePullProgress(image=image, status=p.status,
-                                                        current=p.current, total=p.total)))
-
-    def pulled(info: ImageInfo) -> None:
-        agent.pulling.discard(image)
-        agent.record_agent_event(ImagePulled(image=image, ok=True, image_id=info.id))
-
-    def failed(err: BaseException) -> None:
-        agent.pulling.discard(image)
-        agent.record_agent_event(ImagePulled(image=image, ok=False, error=str(err)[:1000]))
-
     def missing(err: BaseException) -> None:
         if not isinstance(err, ImageNotFound):
             reply.error(err)
             return
-        agent.pulling.add(image)
         reply.ok({"image": image, "status": "pulling"})
-        agent.spawn(pull_image(agent.ctx.docker, image, req.timeout, progress), then=pulled,
-                    fail=failed)
+        start_pull(agent, image, req.timeout)
 
     agent.spawn(agent.ctx.docker.image(image),
                 then=lambda info: reply.ok({"image": image, "status": "present",
