@@ -1,6 +1,7 @@
-"""Docker Engine driver over aiodocker.
+"""Docker Engine driver over aiodocker: the real :class:`ContainerRuntime`.
 
-Returns kernlet's own dataclasses, never aiodocker objects. aiodocker errors are translated
+Returns kernlet's own dataclasses (defined in :mod:`kernlet.drivers.container_runtime`, and
+re-exported here), never aiodocker objects. aiodocker errors are translated
 into kernlet errors in one place, :func:`_translate`. All methods run on the agent's event loop.
 """
 
@@ -12,12 +13,22 @@ import datetime
 import json
 import logging
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import aiodocker
 import aiohttp
 
+from kernlet.drivers.container_runtime import (
+    LABEL_AGENT,
+    LABEL_KERNEL,
+    LABEL_SESSION,
+    ContainerEvent,
+    ContainerInfo,
+    ContainerRuntime,
+    ContainerSpec,
+    ImageInfo,
+    PullProgress,
+)
 from kernlet.errors import ContainerNotFound, DockerError, ImageNotFound
 
 __all__ = [
@@ -33,70 +44,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-LABEL_KERNEL = "ai.kernlet.kernel-id"
-LABEL_SESSION = "ai.kernlet.session-id"
-LABEL_AGENT = "ai.kernlet.agent-id"
-
-
-@dataclass(frozen=True, slots=True)
-class ImageInfo:
-    id: str
-    tags: tuple[str, ...]
-    labels: dict[str, str]
-
-
-@dataclass(frozen=True, slots=True)
-class PullProgress:
-    status: str
-    current: int
-    total: int
-
-
-@dataclass(frozen=True, slots=True)
-class ContainerSpec:
-    """What the agent asks Docker to create; every field is plain data."""
-
-    name: str
-    image: str
-    cmd: tuple[str, ...]
-    labels: dict[str, str]
-    env: dict[str, str] = field(default_factory=dict)
-    #: (host path, container path, read_only)
-    mounts: tuple[tuple[str, str, bool], ...] = ()
-    user: str = ""
-    workdir: str = ""
-    nano_cpus: int = 0
-    cpuset: str = ""
-    memory: int = 0
-    pids_limit: int = 0
-    #: container port -> host port, published on bind_host only
-    ports: dict[int, int] = field(default_factory=dict)
-    bind_host: str = "127.0.0.1"
-
-
-@dataclass(frozen=True, slots=True)
-class ContainerInfo:
-    id: str
-    name: str
-    running: bool
-    status: str
-    exit_code: int | None
-    oom_killed: bool
-    labels: dict[str, str]
-    #: creation time, UTC epoch seconds
-    created: float = 0.0
-
-
-@dataclass(frozen=True, slots=True)
-class ContainerEvent:
-    """One Docker event about a container (action: die, oom, destroy, start...)."""
-
-    action: str
-    container_id: str
-    labels: dict[str, str]
-    exit_code: int | None
-
 
 @contextlib.contextmanager
 def _translate(what: str) -> Iterator[None]:
@@ -372,3 +319,6 @@ class DockerDriver:
             except (TimeoutError, aiohttp.ClientPayloadError) as exc:
                 log.warning("docker event stream ended (%s); reconnecting", exc)
             await asyncio.sleep(1.0)
+
+
+_check: type[ContainerRuntime] = DockerDriver  # mypy: DockerDriver implements the interface
