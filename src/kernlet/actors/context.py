@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from kernlet.actors.loop import LoopThread
 from kernlet.actors.outbox import Outbox
 from kernlet.config import AgentConfig
-from kernlet.drivers.docker import DockerDriver
+from kernlet.drivers.container_runtime import ContainerRuntime
 from kernlet.events import AGENT_STREAM, Envelope, EventBody, new_envelope
 from kernlet.store import EventLog
 
@@ -25,7 +25,7 @@ class AgentContext:
     cfg: AgentConfig
     loop: LoopThread
     store: EventLog
-    docker: DockerDriver
+    docker: ContainerRuntime
     outbox: Outbox
     #: bounds concurrent container creates+starts (created on the loop by the agent)
     create_slots: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(8))

@@ -23,7 +23,7 @@ from kernlet import __version__
 from kernlet.actors.messages import Describe
 from kernlet.actors.reply import Reply
 from kernlet.config import AgentConfig, apply_cluster
-from kernlet.drivers.docker import DockerDriver
+from kernlet.drivers.container_runtime import ContainerRuntime
 from kernlet.drivers.etcd import AgentLease, EtcdDriver
 from kernlet.drivers.nats import NatsDriver
 from kernlet.drivers.redis import StatsWriter
@@ -47,7 +47,7 @@ class NodeReporter:
         cfg: AgentConfig,
         agent: pykka.ActorRef[Any],
         bus: NatsDriver,
-        docker: DockerDriver,
+        docker: ContainerRuntime,
         on_config: Callable[[AgentConfig], None],
     ) -> None:
         self.cfg = cfg

@@ -18,7 +18,7 @@ import aiohttp
 
 from kernlet.actors.steps import WORK_IN_CONTAINER, kernel_dirs
 from kernlet.config import AgentConfig
-from kernlet.drivers.docker import DockerDriver
+from kernlet.drivers.container_runtime import ContainerRuntime
 from kernlet.errors import AgentTimeout, InvalidRequest
 from kernlet.events import KernelState
 from kernlet.runner.services import (
@@ -56,7 +56,7 @@ async def _answers(url: str) -> bool:
 
 
 async def start_service(
-    docker: DockerDriver, cfg: AgentConfig, state: KernelState, name: str
+    docker: ContainerRuntime, cfg: AgentConfig, state: KernelState, name: str
 ) -> dict[str, Any]:
     """Start (or find running) service ``name``; its URL once it answers."""
     svc, port = _lookup(state, name)
@@ -96,7 +96,7 @@ def _result(svc: ServiceDef, name: str, host_port: int, token: str) -> dict[str,
 
 
 async def shutdown_service(
-    docker: DockerDriver, cfg: AgentConfig, state: KernelState, name: str
+    docker: ContainerRuntime, cfg: AgentConfig, state: KernelState, name: str
 ) -> dict[str, Any]:
     """Stop service ``name`` (SIGTERM, then SIGKILL after 5 s)."""
     _lookup(state, name)

@@ -17,12 +17,12 @@ from pathlib import Path
 
 import kernlet
 from kernlet.config import AgentConfig
-from kernlet.drivers.docker import (
+from kernlet.drivers.container_runtime import (
     LABEL_AGENT,
     LABEL_KERNEL,
     LABEL_SESSION,
+    ContainerRuntime,
     ContainerSpec,
-    DockerDriver,
     ImageInfo,
     PullProgress,
 )
@@ -82,7 +82,7 @@ def names_registry(image: str) -> bool:
 
 
 async def pull_image(
-    docker: DockerDriver, image: str, timeout: float,
+    docker: ContainerRuntime, image: str, timeout: float,
     on_progress: Callable[[PullProgress], None] | None = None,
 ) -> ImageInfo:
     """Pull with a time limit; DockerError on failure or timeout."""
@@ -145,7 +145,7 @@ def container_spec(
     )
 
 
-async def create_container(docker: DockerDriver, spec: ContainerSpec) -> str:
+async def create_container(docker: ContainerRuntime, spec: ContainerSpec) -> str:
     """Create the container; a leftover of an earlier try with the same name is removed first."""
     for old in await docker.list({LABEL_KERNEL: spec.labels[LABEL_KERNEL]}):
         if old.name == spec.name:

@@ -1,7 +1,9 @@
-"""Docker Engine driver over aiodocker.
+"""Docker Engine driver over aiodocker: the real :class:`ContainerRuntime`.
 
-Returns kernlet's own dataclasses, never aiodocker objects. aiodocker errors are translated
-into kernlet errors in one place, :func:`_translate`. All methods run on the agent's event loop.
+Returns kernlet's own dataclasses (defined in :mod:`kernlet.drivers.container_runtime`, and
+re-exported here), never aiodocker objects. aiodocker errors are translated into kernlet errors
+in one place, :func:`translated`. Only aiodocker's public API is used. All methods run on the
+agent's event loop.
 """
 
 from __future__ import annotations
@@ -12,13 +14,23 @@ import datetime
 import json
 import logging
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import aiodocker
 import aiohttp
 
-from kernlet.errors import ContainerNotFound, DockerError, ImageNotFound
+from kernlet.drivers.container_runtime import (
+    LABEL_AGENT,
+    LABEL_KERNEL,
+    LABEL_SESSION,
+    ContainerEvent,
+    ContainerInfo,
+    ContainerRuntime,
+    ContainerSpec,
+    ImageInfo,
+    PullProgress,
+)
+from kernlet.errors import ContainerNotFound, DockerError, ImageNotFound, KernletError
 
 __all__ = [
     "LABEL_AGENT",
@@ -30,87 +42,29 @@ __all__ = [
     "DockerDriver",
     "ImageInfo",
     "PullProgress",
+    "translated",
 ]
 
 log = logging.getLogger(__name__)
 
-LABEL_KERNEL = "ai.kernlet.kernel-id"
-LABEL_SESSION = "ai.kernlet.session-id"
-LABEL_AGENT = "ai.kernlet.agent-id"
-
-
-@dataclass(frozen=True, slots=True)
-class ImageInfo:
-    id: str
-    tags: tuple[str, ...]
-    labels: dict[str, str]
-
-
-@dataclass(frozen=True, slots=True)
-class PullProgress:
-    status: str
-    current: int
-    total: int
-
-
-@dataclass(frozen=True, slots=True)
-class ContainerSpec:
-    """What the agent asks Docker to create; every field is plain data."""
-
-    name: str
-    image: str
-    cmd: tuple[str, ...]
-    labels: dict[str, str]
-    env: dict[str, str] = field(default_factory=dict)
-    #: (host path, container path, read_only)
-    mounts: tuple[tuple[str, str, bool], ...] = ()
-    user: str = ""
-    workdir: str = ""
-    nano_cpus: int = 0
-    cpuset: str = ""
-    memory: int = 0
-    pids_limit: int = 0
-    #: container port -> host port, published on bind_host only
-    ports: dict[int, int] = field(default_factory=dict)
-    bind_host: str = "127.0.0.1"
-
-
-@dataclass(frozen=True, slots=True)
-class ContainerInfo:
-    id: str
-    name: str
-    running: bool
-    status: str
-    exit_code: int | None
-    oom_killed: bool
-    labels: dict[str, str]
-    #: creation time, UTC epoch seconds
-    created: float = 0.0
-
-
-@dataclass(frozen=True, slots=True)
-class ContainerEvent:
-    """One Docker event about a container (action: die, oom, destroy, start...)."""
-
-    action: str
-    container_id: str
-    labels: dict[str, str]
-    exit_code: int | None
-
 
 @contextlib.contextmanager
-def _translate(what: str) -> Iterator[None]:
-    """The one place where aiodocker's errors become kernlet's."""
+def translated(what: str, not_found: type[KernletError] = ContainerNotFound) -> Iterator[None]:
+    """The one place where aiodocker's errors become kernlet's (also used by the stats driver).
+
+    ``what`` says what was asked, for the message. A 404 becomes ``not_found``, the kind of
+    object the caller asked about (ContainerNotFound, or ImageNotFound for an image, or for a
+    create whose image is missing); any other refusal, and an engine that cannot be reached or
+    does not answer in time, DockerError.
+    """
     try:
         yield
     except aiodocker.DockerError as exc:
         message = f"{what}: {exc.message}"
         if exc.status == 404:
-            if "image" in what or "No such image" in str(exc.message):
-                raise ImageNotFound(message) from exc
-            raise ContainerNotFound(message) from exc
+            raise not_found(message) from exc
         raise DockerError(message) from exc
-    except (aiohttp.ClientError, OSError) as exc:
+    except (aiohttp.ClientError, OSError, TimeoutError) as exc:
         raise DockerError(f"{what}: Docker Engine unreachable: {exc}") from exc
 
 
@@ -146,6 +100,7 @@ class DockerDriver:
     def __init__(self, url: str = "unix:///var/run/docker.sock") -> None:
         self._url = url
         self._docker: aiodocker.Docker | None = None
+        self._events_busy = False
 
     @property
     def _d(self) -> aiodocker.Docker:
@@ -159,11 +114,11 @@ class DockerDriver:
             self._docker = None
 
     async def ping(self) -> None:
-        with _translate("ping"):
+        with translated("ping"):
             await self._d.version()
 
     async def image(self, name: str) -> ImageInfo:
-        with _translate(f"inspect image {name}"):
+        with translated(f"inspect image {name}", ImageNotFound):
             raw = await self._d.images.inspect(name)
         cfg = raw.get("Config") or {}
         return ImageInfo(
@@ -181,7 +136,7 @@ class DockerDriver:
         error mid-stream (Docker sends it as a progress item) raises DockerError.
         """
         layers: dict[str, tuple[int, int]] = {}
-        with _translate(f"pull {name}"):
+        with translated(f"pull {name}", DockerError):
             async for item in self._d.images.pull(name, stream=True, timeout=None):
                 if "error" in item:
                     raise DockerError(f"pull {name}: {item.get('error')}")
@@ -198,7 +153,7 @@ class DockerDriver:
         return await self.image(name)
 
     async def images(self, label: str) -> list[ImageInfo]:
-        with _translate("list images"):
+        with translated("list images"):
             raws = await self._d.images.list(filters=json.dumps({"label": [label]}))
         return [
             ImageInfo(id=r["Id"], tags=tuple(r.get("RepoTags") or ()), labels=r.get("Labels") or {})
@@ -236,20 +191,20 @@ class DockerDriver:
             "ExposedPorts": {f"{p}/tcp": {} for p in spec.ports},
             "HostConfig": host_config,
         }
-        with _translate(f"create container {spec.name} from image {spec.image}"):
+        with translated(f"create container {spec.name} from image {spec.image}", ImageNotFound):
             container = await self._d.containers.create(config, name=spec.name)
         return str(container.id)
 
     async def start(self, container_id: str) -> None:
-        with _translate(f"start container {container_id[:12]}"):
+        with translated(f"start container {container_id[:12]}"):
             await self._d.containers.container(container_id).start()
 
     async def stop(self, container_id: str, grace: float) -> None:
-        with _translate(f"stop container {container_id[:12]}"):
+        with translated(f"stop container {container_id[:12]}"):
             await self._d.containers.container(container_id).stop(t=int(grace))
 
     async def kill(self, container_id: str, signal: str = "SIGKILL") -> None:
-        with _translate(f"kill container {container_id[:12]}"):
+        with translated(f"kill container {container_id[:12]}"):
             await self._d.containers.container(container_id).kill(signal=signal)
 
     async def remove(self, container_id: str, wait: float = 30.0) -> None:
@@ -258,7 +213,7 @@ class DockerDriver:
         Returns when the container no longer exists (or after ``wait`` seconds).
         """
         try:
-            with _translate(f"remove {container_id[:12]}"):
+            with translated(f"remove {container_id[:12]}"):
                 await self._d.containers.container(container_id).delete(force=True, v=True)
             return
         except ContainerNotFound:
@@ -275,7 +230,7 @@ class DockerDriver:
             await asyncio.sleep(0.1)
 
     async def inspect(self, container_id: str) -> ContainerInfo:
-        with _translate(f"inspect container {container_id[:12]}"):
+        with translated(f"inspect container {container_id[:12]}"):
             raw = await self._d.containers.container(container_id).show()
         return _container_info(raw)
 
@@ -286,11 +241,12 @@ class DockerDriver:
         code and OOM flag), so a relist of many running kernels stays cheap.
         """
         flt = {"label": [f"{k}={v}" for k, v in labels.items()]}
-        with _translate("list containers"):
+        with translated("list containers"):
             items = await self._d.containers.list(all=True, filters=json.dumps(flt))
         out = []
         for item in items:
-            raw: dict[str, Any] = item._container
+            # the list entry's fields, read through DockerContainer's public item access
+            raw = {k: item[k] for k in ("State", "Names", "Labels", "Created") if k in item}
             if raw.get("State") == "running":
                 names = raw.get("Names") or [""]
                 out.append(ContainerInfo(
@@ -315,7 +271,7 @@ class DockerDriver:
     ) -> int | None:
         """Run a command in the container (detached). With ``wait``, wait up to that many
         seconds for it to end and return its exit code; else return None at once."""
-        with _translate(f"exec in {container_id[:12]}"):
+        with translated(f"exec in {container_id[:12]}"):
             ex = await self._d.containers.container(container_id).exec(
                 [*argv], stdout=False, stderr=False, user=user, workdir=workdir or None,
                 environment=env or None,
@@ -334,7 +290,7 @@ class DockerDriver:
                 await asyncio.sleep(0.1)
 
     async def logs(self, container_id: str, tail: int = 1000) -> str:
-        with _translate(f"logs of {container_id[:12]}"):
+        with translated(f"logs of {container_id[:12]}"):
             lines = await self._d.containers.container(container_id).log(
                 stdout=True, stderr=True, tail=tail
             )
@@ -343,32 +299,49 @@ class DockerDriver:
     async def events(self, labels: dict[str, str]) -> AsyncIterator[ContainerEvent]:
         """Container events for containers with these labels, until cancelled.
 
-        Reconnects after a broken stream (Docker restarts) with a short pause.
+        Reconnects after a broken stream (Docker restarts) with a short pause. aiodocker's
+        event stream is one per client, so one ``events`` iterator per driver at a time (a
+        second one raises DockerError at once).
         """
+        if self._events_busy:
+            raise DockerError("event stream: this driver already has one")
+        self._events_busy = True
         flt = json.dumps(
             {"type": ["container"], "label": [f"{k}={v}" for k, v in labels.items()]}
         )
-        while True:
-            try:
-                with _translate("event stream"):
-                    async with self._d._query(
-                        "events", method="GET", params={"filters": flt}, timeout=None
-                    ) as resp:
-                        async for line in resp.content:
-                            if not line.strip():
-                                continue
-                            raw = json.loads(line)
-                            actor = raw.get("Actor") or {}
-                            attrs = dict(actor.get("Attributes") or {})
-                            code = attrs.get("exitCode")
-                            yield ContainerEvent(
-                                action=str(raw.get("Action") or raw.get("status") or ""),
-                                container_id=str(actor.get("ID") or raw.get("id") or ""),
-                                labels=attrs,
-                                exit_code=int(code) if code is not None else None,
-                            )
-            except DockerError as exc:
-                log.warning("docker event stream broke (%s); reconnecting", exc)
-            except (TimeoutError, aiohttp.ClientPayloadError) as exc:
-                log.warning("docker event stream ended (%s); reconnecting", exc)
-            await asyncio.sleep(1.0)
+        try:
+            while True:
+                source = self._d.events
+                # (aiodocker leaves subscribe() unannotated)
+                feed = source.subscribe(create_task=False)  # type: ignore[no-untyped-call]
+                stream = asyncio.create_task(source.run(filters=flt))
+                try:
+                    # run() publishes each event, then None once the stream ends or fails
+                    while (raw := await feed.get()) is not None:
+                        yield _container_event(raw)
+                    with translated("event stream"):
+                        await stream
+                    log.warning("docker event stream ended; reconnecting")
+                except DockerError as exc:
+                    log.warning("docker event stream broke (%s); reconnecting", exc)
+                finally:
+                    stream.cancel()
+                    await asyncio.wait([stream])
+                await asyncio.sleep(1.0)
+        finally:
+            self._events_busy = False
+
+
+def _container_event(raw: dict[str, Any]) -> ContainerEvent:
+    actor = raw.get("Actor") or {}
+    attrs = {str(k): str(v) for k, v in (actor.get("Attributes") or {}).items()}
+    code = attrs.get("exitCode")
+    return ContainerEvent(
+        action=str(raw.get("Action") or raw.get("status") or ""),
+        container_id=str(actor.get("ID") or raw.get("id") or ""),
+        labels=attrs,
+        exit_code=int(code) if code is not None else None,
+    )
+
+
+_check: type[ContainerRuntime] = DockerDriver  # mypy: DockerDriver implements the interface

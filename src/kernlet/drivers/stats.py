@@ -6,24 +6,24 @@ asked only for a container's init pid (once, then cached) and for a one-shot sta
 when no cgroup directory is found. Utilization needs two samples: :class:`StatsCollector`
 keeps the previous counters. cpu_util is in percent of one core (2 busy cores = 200), like
 ``docker stats``; the first sample of a node or container has ``cpu_util = None``.
-aiodocker errors are translated in one place, :func:`_translate`.
+aiodocker errors are translated by the Docker driver's one translator,
+:func:`kernlet.drivers.docker.translated`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import aiodocker
-import aiohttp
 
+from kernlet.drivers.docker import translated
 from kernlet.errors import ContainerNotFound, DockerError
 
 __all__ = ["ContainerStats", "NodeStats", "StatsCollector", "net_dev", "proc_stat_cpu"]
@@ -77,19 +77,6 @@ class _Raw:
     net_rx: int
     net_tx: int
     source: str
-
-
-@contextlib.contextmanager
-def _translate(what: str) -> Iterator[None]:
-    """The one place where aiodocker's errors become kernlet's."""
-    try:
-        yield
-    except aiodocker.DockerError as exc:
-        if exc.status == 404:
-            raise ContainerNotFound(f"{what}: {exc.message}") from exc
-        raise DockerError(f"{what}: {exc.message}") from exc
-    except (aiohttp.ClientError, OSError, TimeoutError) as exc:
-        raise DockerError(f"{what}: Docker Engine unreachable: {exc}") from exc
 
 
 def proc_stat_cpu(text: str) -> tuple[int, int, int]:
@@ -290,7 +277,7 @@ class StatsCollector:
         return _Raw(cpu_ns, max(0, mem - inactive), io_r, io_w, rx, tx, source)
 
     async def _pid(self, cid: str) -> int:
-        with _translate(f"inspect container {cid[:12]}"):
+        with translated(f"inspect container {cid[:12]}"):
             raw = await self._d.containers.container(cid).show()
         pid = int((raw.get("State") or {}).get("Pid") or 0)
         if pid <= 0:
@@ -299,7 +286,9 @@ class StatsCollector:
         return pid
 
     async def _from_docker(self, cid: str) -> _Raw | None:
-        with _translate(f"stats of container {cid[:12]}"):
+        with translated(f"stats of container {cid[:12]}"):
+            # aiodocker's public stats(stream=False) has no one-shot parameter, and without it
+            # Docker waits a second for a second sample; so the request itself, by _query
             async with self._d._query(
                 f"containers/{cid}/stats", params={"stream": "0", "one-shot": "1"}
             ) as resp:
