@@ -195,5 +195,11 @@ def test_the_container_gets_create_timeout_as_the_start_timeout(
     assert float(spec.env[START_TIMEOUT_ENV]) == seconds
 
 
+def test_the_output_is_added_once() -> None:
+    once = create_errors.with_output("it failed", "boom")
+    assert once == "it failed\nthe container's last output:\nboom"
+    assert create_errors.with_output(once, "boom again") == once
+
+
 def test_module_surface() -> None:
     assert create_errors.__all__ == sorted(create_errors.__all__)

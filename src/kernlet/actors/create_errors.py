@@ -66,9 +66,15 @@ async def last_output(docker: LogSource, container_id: str, lines: int = OUTPUT_
     return "[...]\n" + tail
 
 
+_OUTPUT_HEADING = "\nthe container's last output:\n"
+
+
 def with_output(message: str, output: str) -> str:
-    """An error message followed by the container's last output (from :func:`last_output`)."""
-    return f"{message}\nthe container's last output:\n{output}"
+    """An error message followed by the container's last output (from :func:`last_output`);
+    a message that carries it already is returned as it is."""
+    if _OUTPUT_HEADING in message:
+        return message
+    return f"{message}{_OUTPUT_HEADING}{output}"
 
 
 async def connect_runtime(
