@@ -28,6 +28,9 @@ from typing import Any
 import pytest
 
 from kernlet.events.codec import FrameReader, frame, pack
+from kernlet.kernel.__main__ import start_timeout_from_env
+from kernlet.kernel.query import QueryEngine
+from kernlet.layout import CREATE_TIMEOUT_KEY, DEFAULT_START_TIMEOUT, START_TIMEOUT_ENV
 
 SRC = Path(__file__).resolve().parents[2] / "src"
 PYTHON = os.environ.get("KERNLET_TEST_RUNTIME_PYTHON", sys.executable)
@@ -121,18 +124,23 @@ def exit_code(msgs: list[Msg]) -> int:
 
 @contextlib.contextmanager
 def launch_runtime(
-    base: Path, bootstrap: str | None = None, args: tuple[str, ...] = ()
+    base: Path,
+    bootstrap: str | None = None,
+    args: tuple[str, ...] = (),
+    environ: dict[str, str] | None = None,
 ) -> Iterator[str]:
     """A runtime process serving on BASE/runtime.sock, ready; stopped (SIGTERM) on exit.
 
     With ``bootstrap``, it starts through runner/entrypoint.sh as in a container, with that
-    text as the work dir's .kernlet-bootstrap.sh.
+    text as the work dir's .kernlet-bootstrap.sh. ``environ`` is added to its environment.
     """
     work = base / "work"
     work.mkdir()
     sock = base / "runtime.sock"
     env = dict(os.environ, PYTHONPATH=str(SRC), HOME=str(work))
     env.pop("MPLBACKEND", None)
+    env.pop(START_TIMEOUT_ENV, None)
+    env.update(environ or {})
     cmd = [PYTHON, "-m", "kernlet.kernel", "--socket", str(sock), "--workdir", str(work), *args]
     if bootstrap is not None:
         (work / ".kernlet-bootstrap.sh").write_text(bootstrap)
@@ -204,6 +212,8 @@ def test_status_and_ping(client: Client, runtime: str) -> None:
     assert isinstance(data["version"], str)
     assert client.request("ping") == {"t": "pong", "req": client._req}
     assert Path(runtime).stat().st_mode & 0o777 == 0o666
+    if not EXTERNAL:  # started without KERNLET_START_TIMEOUT: the default window
+        assert data["start_timeout"] == DEFAULT_START_TIMEOUT
 
 
 def test_stdout_stderr_and_result(client: Client) -> None:
@@ -560,3 +570,61 @@ def test_entrypoint_sources_the_bootstrap_script(tmp_path: Path) -> None:
         msgs = client.run(mode="batch", opts={"exec": 'echo "$KERNLET_TEST_GREETING"'})
         assert text(msgs, "stdout") == "hi\n"
         client.close()
+
+
+# -- the ipykernel's start window: $KERNLET_START_TIMEOUT (the agent's create-timeout) ---------
+
+
+def test_start_timeout_comes_from_the_environment() -> None:
+    assert start_timeout_from_env({START_TIMEOUT_ENV: "300.0"}) == (300.0, CREATE_TIMEOUT_KEY)
+    assert start_timeout_from_env({START_TIMEOUT_ENV: " 0.5 "}) == (0.5, CREATE_TIMEOUT_KEY)
+    seconds, source = start_timeout_from_env({})
+    assert seconds == DEFAULT_START_TIMEOUT == 60
+    assert START_TIMEOUT_ENV in source and "default" in source
+    for bad in ("abc", "0", "-5", "nan", "inf", "1e999"):
+        with pytest.raises(ValueError, match=START_TIMEOUT_ENV):
+            start_timeout_from_env({START_TIMEOUT_ENV: bad})
+
+
+def test_the_runtime_started_by_the_entrypoint_uses_the_agents_window(tmp_path: Path) -> None:
+    env = {START_TIMEOUT_ENV: "123.5"}
+    with launch_runtime(tmp_path, bootstrap="", environ=env) as sock:
+        client = Client(sock)
+        assert client.request("status")["data"]["start_timeout"] == 123.5
+        client.close()
+
+
+def test_a_bad_start_timeout_is_a_usage_error(tmp_path: Path) -> None:
+    env = dict(os.environ, PYTHONPATH=str(SRC), **{START_TIMEOUT_ENV: "soon"})
+    proc = subprocess.run(
+        [PYTHON, "-m", "kernlet.kernel", "--socket", str(tmp_path / "s.sock")],
+        env=env, capture_output=True, text=True, timeout=60, check=False,
+    )
+    assert proc.returncode == 2
+    assert f"{START_TIMEOUT_ENV}: not a positive number of seconds: 'soon'" in proc.stderr
+    assert not (tmp_path / "s.sock").exists()
+
+
+class _SilentKernel:
+    """A kernel that is alive and never answers kernel_info."""
+
+    session = None
+
+    def kernel_info(self) -> str:
+        return uuid.uuid4().hex
+
+    async def is_alive(self) -> bool:
+        return True
+
+
+async def test_the_start_window_is_the_one_given_and_its_error_names_the_key(
+    tmp_path: Path,
+) -> None:
+    engine = QueryEngine(str(tmp_path), start_timeout=0.2, timeout_key=CREATE_TIMEOUT_KEY)
+    engine.km = engine.kc = _SilentKernel()
+    try:
+        with pytest.raises(RuntimeError) as err:
+            await engine._wait_ready(engine.start_timeout)
+    finally:
+        await engine.shutdown()
+    assert str(err.value) == f"the kernel did not answer within 0.2 s ({CREATE_TIMEOUT_KEY})"

@@ -28,6 +28,7 @@ from kernlet.drivers.container_runtime import (
 )
 from kernlet.errors import DockerError
 from kernlet.events import KernelState
+from kernlet.layout import START_TIMEOUT_ENV
 
 __all__ = [
     "IPC_IN_CONTAINER",
@@ -118,6 +119,7 @@ def container_spec(
         "KERNLET_KERNEL_ID": kernel_id,
         "KERNLET_SESSION_ID": session_id,
         "KERNLET_SOCKET": f"{IPC_IN_CONTAINER}/{SOCKET_NAME}",
+        START_TIMEOUT_ENV: str(cfg.agent.create_timeout),  # the runtime's ipykernel window
     }
     return ContainerSpec(
         name=f"kernlet.{kernel_id}",

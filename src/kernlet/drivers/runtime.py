@@ -47,28 +47,41 @@ class RuntimeChannel:
     def connected(self) -> bool:
         return self._writer is not None and not self._writer.is_closing()
 
-    async def connect(self, timeout: float) -> dict[str, Any]:
-        """Connect (retrying while the runtime starts) until it reports ready; its status."""
+    async def connect(self, timeout: float, key: str | None = None) -> dict[str, Any]:
+        """Connect (retrying while the runtime starts) until it reports ready; its status.
+
+        ``timeout`` is the only window: each status request may take what is left of it (a
+        runtime on a small cpu share answers slowly while its ipykernel boots). ``key`` names
+        the setting that ``timeout`` comes from (``agent.create-timeout``); the error names it
+        and says what was seen last.
+        """
         deadline = time.monotonic() + timeout
-        last: Exception | None = None
-        while time.monotonic() < deadline and not self._closed:
+        seen = "no attempt was made"
+        while not self._closed:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
             try:
                 if not self.connected:
                     await self._open()
-                status = await self.request({"op": "status"}, timeout=2.0)
+                status = await self.request({"op": "status"}, timeout=left)
                 if status.get("data", {}).get("ready"):
                     return dict(status["data"])
                 failed = status.get("data", {}).get("error")
             except (TimeoutError, OSError, RuntimeUnavailable) as exc:
-                last = exc
+                seen = _describe(exc)
                 await self._drop()
             else:
                 if failed:
                     # its ipykernel did not start and it does not try again: waiting out the
-                    # timeout (create-timeout, 60 s by default) would only delay the failure
+                    # timeout would only delay the failure
                     raise RuntimeUnavailable(f"runtime at {self.path} failed: {failed}")
+                seen = "the runtime answered, but its ipykernel was not ready yet"
             await asyncio.sleep(0.05)
-        raise RuntimeUnavailable(f"runtime at {self.path} not ready after {timeout:.0f} s: {last}")
+        named = f" ({key})" if key else ""
+        raise RuntimeUnavailable(
+            f"runtime at {self.path} not ready after {timeout:g} s{named}: {seen}"
+        )
 
     async def _open(self) -> None:
         reader, writer = await asyncio.open_unix_connection(str(self.path), limit=2**24)
@@ -156,3 +169,14 @@ class RuntimeChannel:
         self._closed = True
         self._fail_pending("runtime channel closed")
         await self._drop()
+
+
+def _describe(exc: BaseException) -> str:
+    """What a failed attempt to reach the runtime means, for the error of the last one."""
+    if isinstance(exc, FileNotFoundError):
+        return "its socket does not exist (the runtime never started serving)"
+    if isinstance(exc, ConnectionRefusedError):
+        return "nothing listens on its socket (the runtime is not running)"
+    if isinstance(exc, TimeoutError):
+        return "the runtime did not answer its status request"
+    return f"{type(exc).__name__}: {exc}"

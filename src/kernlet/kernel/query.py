@@ -26,6 +26,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from kernlet.layout import DEFAULT_START_TIMEOUT
+
 log = logging.getLogger("kernlet.kernel.query")
 
 __all__ = ["QueryEngine", "strip_ansi"]
@@ -35,8 +37,6 @@ Emit = Callable[[str, Any], None]
 _ANSI = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)")
 #: Interrupted runs finish with this exit code (128 + SIGINT, like a shell).
 EXIT_INTERRUPTED = 130
-#: How long the runtime waits for the kernel to come up (seconds).
-START_TIMEOUT = 60.0
 #: Seconds between liveness checks of an idle kernel.
 WATCH_INTERVAL = 2.0
 
@@ -90,8 +90,17 @@ class _Run:
 class QueryEngine:
     """Owns the ipykernel: start, execute, input, complete, interrupt, restart."""
 
-    def __init__(self, workdir: str) -> None:
+    def __init__(
+        self,
+        workdir: str,
+        start_timeout: float = DEFAULT_START_TIMEOUT,
+        timeout_key: str = "the runtime's default",
+    ) -> None:
         self.workdir = workdir
+        #: seconds a (re)start of the ipykernel may take, and where that figure comes from
+        #: (named in the error when it is exceeded)
+        self.start_timeout = start_timeout
+        self.timeout_key = timeout_key
         self.ready = False
         self.error: str | None = None
         self.km: Any = None
@@ -153,7 +162,7 @@ class QueryEngine:
                 asyncio.create_task(self._read(kc.iopub_channel, self._on_iopub)),
                 asyncio.create_task(self._read(kc.stdin_channel, self._on_stdin)),
             ]
-            await self._wait_ready(START_TIMEOUT)
+            await self._wait_ready(self.start_timeout)
         except Exception as exc:
             log.exception("the ipykernel did not start")
             self.error = f"the ipykernel did not start: {exc!r}"
@@ -208,7 +217,9 @@ class QueryEngine:
             if not await self.km.is_alive():
                 raise RuntimeError("the kernel died before answering kernel_info")
             if time.monotonic() > deadline:
-                raise RuntimeError(f"the kernel did not answer within {limit:.0f} s")
+                raise RuntimeError(
+                    f"the kernel did not answer within {limit:g} s ({self.timeout_key})"
+                )
 
     async def shutdown(self) -> None:
         for task in self._readers:
@@ -227,7 +238,7 @@ class QueryEngine:
         log.info("restarting the ipykernel")
         try:
             await self.km.restart_kernel(now=True)
-            await self._wait_ready(START_TIMEOUT)
+            await self._wait_ready(self.start_timeout)
         except Exception as exc:
             log.exception("kernel restart failed")
             self.error = f"the ipykernel did not restart: {exc!r}"

@@ -23,6 +23,7 @@ from kernlet.events.codec import MAX_FRAME, CodecError, frame, unpack
 from kernlet.kernel.batch import BatchEngine
 from kernlet.kernel.outbox import Outbox
 from kernlet.kernel.query import QueryEngine
+from kernlet.layout import DEFAULT_START_TIMEOUT
 
 log = logging.getLogger("kernlet.kernel.server")
 
@@ -120,10 +121,16 @@ class _Connection(asyncio.Protocol):
 class Runtime:
     """Everything the runtime serves: owns the engines, the run queue and the outbox."""
 
-    def __init__(self, workdir: str, buffer_limit: int = 64 * 1024 * 1024) -> None:
+    def __init__(
+        self,
+        workdir: str,
+        buffer_limit: int = 64 * 1024 * 1024,
+        start_timeout: float = DEFAULT_START_TIMEOUT,
+        timeout_key: str = "the runtime's default",
+    ) -> None:
         self.workdir = workdir
         self.outbox = Outbox(limit=buffer_limit)
-        self.query = QueryEngine(workdir)
+        self.query = QueryEngine(workdir, start_timeout, timeout_key)
         self.batch = BatchEngine(workdir, self.room)
         self.conn: _Connection | None = None
         self._queue: deque[_Run] = deque()
@@ -256,6 +263,7 @@ class Runtime:
             "kernel_pid": self.query.kernel_pid() if self.query.km is not None else None,
             "version": __version__,
             "error": self.query.error,
+            "start_timeout": self.query.start_timeout,
             "seq": self.outbox.seq,
             "dropped_bytes": self.outbox.dropped_bytes,
         }
@@ -351,18 +359,26 @@ class Runtime:
             emit("finished", {"exitCode": code})
 
 
-async def serve(socket_path: str, workdir: str, buffer_limit: int = 64 * 1024 * 1024) -> None:
-    """Run the runtime until SIGTERM or SIGINT."""
+async def serve(
+    socket_path: str,
+    workdir: str,
+    buffer_limit: int = 64 * 1024 * 1024,
+    start_timeout: float = DEFAULT_START_TIMEOUT,
+    timeout_key: str = "the runtime's default",
+) -> None:
+    """Run the runtime until SIGTERM or SIGINT. ``start_timeout``: seconds the ipykernel may
+    take to start; ``timeout_key`` names where that figure comes from in the error."""
     import signal
 
     loop = asyncio.get_running_loop()
-    runtime = Runtime(workdir, buffer_limit)
+    runtime = Runtime(workdir, buffer_limit, start_timeout, timeout_key)
     path = Path(socket_path)
     _remove(path)  # a stale socket of an earlier runtime
     server = await loop.create_unix_server(lambda: _Connection(runtime), str(path))
     _chmod(path, 0o666)  # the agent connects as root on the host, the runtime runs as uid 1000
     runtime.start()
-    log.info("kernlet runtime %s serving on %s (workdir %s)", __version__, path, workdir)
+    log.info("kernlet runtime %s serving on %s (workdir %s, start timeout %g s: %s)",
+             __version__, path, workdir, start_timeout, timeout_key)
     stopping = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stopping.set)
