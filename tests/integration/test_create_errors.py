@@ -48,13 +48,6 @@ async def test_the_runtime_gets_the_create_timeout(client: KernletClient) -> Non
         await client.destroy_kernel(kernel["id"])
 
 
-NEEDS_WIRING = pytest.mark.xfail(
-    strict=True,
-    reason="needs the create path to call kernlet.actors.create_errors (integrator)",
-)
-
-
-@NEEDS_WIRING
 async def test_a_runtime_that_never_answers_names_the_key_and_shows_the_output(
     client: KernletClient, agent: AgentProcess
 ) -> None:
@@ -68,7 +61,6 @@ async def test_a_runtime_that_never_answers_names_the_key_and_shows_the_output(
     assert msg.endswith("the container's last output:\nkernlet-test: no runtime today")
 
 
-@NEEDS_WIRING
 async def test_a_container_that_exits_during_start_shows_its_output(
     client: KernletClient, agent: AgentProcess
 ) -> None:

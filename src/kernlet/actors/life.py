@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
+from kernlet.actors.create_errors import last_output, with_output
 from kernlet.actors.hooks import CREATE, RESTART_FROM, Hook, HookEnv, creating_from_state
 from kernlet.actors.hooks import hooks_from as _hooks_from
 from kernlet.actors.messages import ContainerDied, Create, Destroy, KernelGone, Restart
@@ -269,7 +270,7 @@ class Life:
         if in_creation(k.state):
             w.failure = CreationFailed(
                 f"kernel {k.kernel_id}: the container {msg.action} during start "
-                f"(exit code {msg.exit_code}); see its logs")
+                f"(exit code {msg.exit_code})")
             reason = "failed-to-create"
         self._stop(reason)
 
@@ -293,12 +294,21 @@ class Life:
             self._teardown()
 
     def _teardown(self) -> None:
-        assert self.k.state is not None
+        state = self.k.state
+        assert state is not None
         self.w.phase = Phase.TEARING_DOWN
         started = self.w.started or [h.name for h in CREATE]  # rebuilt: undo everything
         hooks = [h for h in CREATE if h.name in started]
-        self.k.spawn(_downs(hooks, self._env(self.k.state.reason)), then=self._torn_down,
-                     fail=self._teardown_failed)
+        env, docker = self._env(state.reason), self.k.ctx.docker
+        # a failed create's container is about to go: keep its last words for the error
+        container = state.container_id or self.w.facts.get("container", "")
+        keep_output = isinstance(self.w.failure, CreationFailed) and bool(container)
+
+        async def run() -> tuple[dict[str, Any], str]:
+            output = await last_output(docker, container) if keep_output else ""
+            return await _downs(hooks, env), output
+
+        self.k.spawn(run(), then=self._torn_down, fail=self._teardown_failed)
 
     def _teardown_failed(self, err: BaseException) -> None:
         """Retry with backoff: a kernel is only recorded terminated once it is clean."""
@@ -312,9 +322,12 @@ class Life:
         w.waiters.clear()
         self.k.spawn(asyncio.sleep(delay), then=lambda _: self._teardown())
 
-    def _torn_down(self, results: dict[str, Any]) -> None:
+    def _torn_down(self, outcome: tuple[dict[str, Any], str]) -> None:
+        results, output = outcome
         state, death = self.k.state, self.w.death
         assert state is not None
+        if output and isinstance(self.w.failure, CreationFailed):
+            self.w.failure = CreationFailed(with_output(self.w.failure.message, output))
         exit_code = results.get("container")
         if death.exit_code is not None and state.reason != "user-requested":
             exit_code = death.exit_code

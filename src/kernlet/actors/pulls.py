@@ -43,8 +43,8 @@ def start_pull(agent: AgentActor, image: str, timeout: float, why: str = "starte
         agent.pulling.discard(image)
         agent.record_agent_event(ImagePulled(image=image, ok=False, error=str(err)[:1000]))
 
-    agent.spawn(pull_image(agent.ctx.docker, image, timeout, progress), then=pulled,
-                fail=failed)
+    agent.spawn(pull_image(agent.ctx.docker, image, timeout, progress,
+                           key="check_and_pull timeout"), then=pulled, fail=failed)
 
 
 def interrupted_pulls(events: Iterable[Envelope]) -> list[str]:

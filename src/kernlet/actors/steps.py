@@ -84,13 +84,13 @@ def names_registry(image: str) -> bool:
 
 async def pull_image(
     docker: ContainerRuntime, image: str, timeout: float,
-    on_progress: Callable[[PullProgress], None] | None = None,
+    on_progress: Callable[[PullProgress], None] | None = None, key: str = "timeout",
 ) -> ImageInfo:
-    """Pull with a time limit; DockerError on failure or timeout."""
+    """Pull with a time limit (the value of ``key``); DockerError on failure or timeout."""
     try:
         return await asyncio.wait_for(docker.pull(image, on_progress), timeout)
     except TimeoutError as exc:
-        raise DockerError(f"pull {image}: not done after {timeout:.0f} s") from exc
+        raise DockerError(f"pull {image}: not done after {timeout:g} s ({key})") from exc
 
 
 async def prepare_dirs(cfg: AgentConfig, kernel_id: str, bootstrap: str) -> KernelDirs:

@@ -51,7 +51,8 @@ class PullHook(BaseHook):
         info: ImageInfo | None = env.facts["image"]
         if info is None:
             cfg = env.ctx.cfg.container
-            info = await steps.pull_image(env.ctx.docker, env.state.image, cfg.pull_timeout)
+            info = await steps.pull_image(env.ctx.docker, env.state.image, cfg.pull_timeout,
+                                          key="container.pull-timeout")
         return check_image(env.state.image, info)
 
 

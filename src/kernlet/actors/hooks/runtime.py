@@ -1,5 +1,6 @@
 """Hook ``runtime``: start the container and wait for the in-container runtime to answer on
-its socket (``agent.create-timeout``). The Docker start holds a creation slot; the runtime's
+its socket (``agent.create-timeout``; its error names the key and carries the container's
+last output). The Docker start holds a creation slot; the runtime's
 boot does not (a create of more kernels than slots would run in waves).
 
 Its record, ``kernel_started``, carries what the manager is told (ports, runtime version,
@@ -10,6 +11,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from kernlet.actors.create_errors import connect_runtime
 from kernlet.actors.hooks.base import BaseHook, HookEnv
 from kernlet.events import EventBody, KernelStarted
 
@@ -22,7 +24,8 @@ class RuntimeHook(BaseHook):
     async def up(self, env: HookEnv) -> dict[str, Any]:
         async with env.ctx.create_slots:
             await env.ctx.docker.start(env.state.container_id)
-        return await env.runs.connect(env.ctx.cfg.agent.create_timeout)
+        return await connect_runtime(env.runs.channel, env.ctx.docker, env.state.container_id,
+                                     env.ctx.cfg.agent.create_timeout)
 
     def record(self, env: HookEnv, fact: dict[str, Any]) -> EventBody:
         s, cfg = env.state, env.ctx.cfg
