@@ -93,7 +93,10 @@ async def test_writer_survives_a_redis_outage(private_redis: PrivateRedis) -> No
 
         private_redis.start()  # empty: the outage lost everything
         node = await wait_for(lambda: writer.read_node(), timeout=10, interval=0.05)
-        assert node["tick"] > stopped_at and writer.healthy and not loop.done()
+        # the writer marks itself healthy when the reply to its write arrives, and our read of
+        # that write can be answered first (another connection): wait for the flag itself
+        await wait_for(lambda: writer.healthy, timeout=5, interval=0.05)
+        assert node["tick"] > stopped_at and not loop.done()
         assert (await writer.read_kernel("k") or {}).get("tick", 0) > stopped_at
     finally:
         loop.cancel()
