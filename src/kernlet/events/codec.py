@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import msgpack
@@ -27,6 +27,7 @@ __all__ = [
     "MAX_PAYLOAD",
     "CodecError",
     "FrameReader",
+    "FrameTooLarge",
     "body_from_payload",
     "body_to_payload",
     "decode_event",
@@ -198,26 +199,42 @@ def frame(msg: dict[str, Any]) -> bytes:
     return _HEADER.pack(len(body)) + body
 
 
+class FrameTooLarge(CodecError):
+    """A length prefix over MAX_FRAME: the stream cannot be resynchronised."""
+
+
 class FrameReader:
-    """Incremental decoder of runtime frames: feed bytes, get complete messages."""
+    """Incremental decoder of runtime frames (both ends of the runtime socket use it)."""
 
     def __init__(self) -> None:
         self._buf = bytearray()
 
     def feed(self, data: bytes) -> list[dict[str, Any]]:
-        self._buf += data
+        """Feed bytes, get the complete messages; the first bad frame raises CodecError."""
         out: list[dict[str, Any]] = []
+        for item in self.items(data):
+            if isinstance(item, CodecError):
+                raise item
+            out.append(item)
+        return out
+
+    def items(self, data: bytes) -> Iterator[dict[str, Any] | CodecError]:
+        """Feed bytes; each complete frame as its message, or as the CodecError of a frame
+        that does not decode (the stream goes on after it). A length over MAX_FRAME raises
+        FrameTooLarge."""
+        self._buf += data
         while len(self._buf) >= _HEADER.size:
             (size,) = _HEADER.unpack_from(self._buf)
             if size > MAX_FRAME:
-                raise CodecError(f"frame of {size} bytes exceeds {MAX_FRAME}")
+                raise FrameTooLarge(f"frame of {size} bytes exceeds {MAX_FRAME}")
             end = _HEADER.size + size
             if len(self._buf) < end:
-                break
+                return
             body = bytes(self._buf[_HEADER.size : end])
             del self._buf[:end]  # drop the frame first: a bad one must not jam the stream
-            msg = unpack(body, max_size=MAX_FRAME)
-            if not isinstance(msg, dict):
-                raise CodecError("a frame must hold a map")
-            out.append(msg)
-        return out
+            try:
+                msg = unpack(body, max_size=MAX_FRAME)
+            except CodecError as exc:
+                yield exc
+                continue
+            yield msg if isinstance(msg, dict) else CodecError("a frame must hold a map")

@@ -13,13 +13,12 @@ import asyncio
 import contextlib
 import logging
 import os
-import struct
 from collections import deque
 from pathlib import Path
 from typing import Any
 
 from kernlet import __version__
-from kernlet.events.codec import MAX_FRAME, CodecError, frame, unpack
+from kernlet.events.codec import CodecError, FrameReader, FrameTooLarge, frame
 from kernlet.kernel.batch import BatchEngine
 from kernlet.kernel.outbox import Outbox
 from kernlet.kernel.query import QueryEngine
@@ -29,7 +28,6 @@ log = logging.getLogger("kernlet.kernel.server")
 
 __all__ = ["Runtime", "serve"]
 
-_HEADER = struct.Struct(">I")
 #: Bytes handed to the socket per write while output is pending.
 WRITE_CHUNK = 256 * 1024
 #: The transport's write buffer above which the runtime stops writing (and resumes below LOW).
@@ -57,7 +55,7 @@ class _Connection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.paused = False
         self.closed = False
-        self._buf = bytearray()
+        self._frames = FrameReader()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
@@ -77,32 +75,17 @@ class _Connection(asyncio.Protocol):
         self.runtime.schedule_flush()
 
     def data_received(self, data: bytes) -> None:
-        self._buf += data
-        buf = self._buf
-        while len(buf) >= _HEADER.size:
-            (size,) = _HEADER.unpack_from(buf)
-            if size > MAX_FRAME:
-                # The stream cannot be resynchronised: say why and hang up.
-                self.reply({"t": "error", "req": None, "data": {"message": "frame too large"}})
-                self.close()
-                return
-            end = _HEADER.size + size
-            if len(buf) < end:
-                return
-            body = bytes(buf[_HEADER.size : end])
-            del buf[:end]
-            try:
-                msg = unpack(body, max_size=MAX_FRAME)
-            except CodecError as exc:
-                self.reply({"t": "error", "req": None, "data": {"message": str(exc)}})
-                continue
-            if not isinstance(msg, dict):
-                message = "a frame must be a map"
-                self.reply({"t": "error", "req": None, "data": {"message": message}})
-                continue
-            self.runtime.handle(self, msg)
-            if self.closed:
-                return
+        try:
+            for msg in self._frames.items(data):
+                if isinstance(msg, CodecError):  # a bad frame: say why, read on
+                    self.reply({"t": "error", "req": None, "data": {"message": str(msg)}})
+                    continue
+                self.runtime.handle(self, msg)
+                if self.closed:
+                    return
+        except FrameTooLarge:  # the stream cannot be resynchronised: say why and hang up
+            self.reply({"t": "error", "req": None, "data": {"message": "frame too large"}})
+            self.close()
 
     def reply(self, msg: dict[str, Any]) -> None:
         if self.transport is None or self.closed:
