@@ -32,6 +32,7 @@ from kernlet.drivers.ports import PortPool
 from kernlet.drivers.resources import Allocator, apply_reserved, detect_plugins, gather_hwinfo
 from kernlet.errors import DriverError
 from kernlet.events import AGENT_STREAM, AgentStarted, AgentTerminated
+from kernlet.periodic import every
 from kernlet.store import SQLiteEventLog
 from kernlet.watcher import Watcher
 
@@ -166,17 +167,20 @@ class AgentService:
 
     async def _relist_forever(self) -> None:
         """Every reconcile-interval: list this agent's containers, hand them to the agent."""
-        assert self.agent is not None
-        while True:
+        agent = self.agent
+        assert agent is not None
+
+        async def relist() -> None:
             try:
                 containers = await self.docker.list({LABEL_AGENT: self.cfg.agent.id})
-                self.agent.tell(Relist(tuple(containers), time.time()))
-                self.last_reconcile = time.time()
             except DriverError as exc:
                 log.warning("relist failed: %s", exc)
-            except pykka.ActorDeadError:
                 return
-            await asyncio.sleep(self.cfg.agent.reconcile_interval)
+            agent.tell(Relist(tuple(containers), time.time()))
+            self.last_reconcile = time.time()
+
+        await every(lambda: self.cfg.agent.reconcile_interval, relist, "relist",
+                    stop_on=(pykka.ActorDeadError,))
 
     async def _watch_docker(self) -> None:
         assert self.agent is not None

@@ -14,7 +14,7 @@ import json
 import logging
 import platform
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any
 
 import pykka
@@ -30,6 +30,7 @@ from kernlet.drivers.redis import StatsWriter
 from kernlet.drivers.stats import StatsCollector
 from kernlet.errors import KernletError
 from kernlet.events import pack
+from kernlet.periodic import every
 from kernlet.protocol import heartbeat_subject
 
 __all__ = ["NodeReporter"]
@@ -114,8 +115,7 @@ class NodeReporter:
                 log.warning("etcd unreachable (%s): running on local settings", exc)
             self.lease = self.etcd.liveness(self.cfg.agent.id, "{}", ttl=e.lease_ttl)
             self._spawn(self._watch(known), "etcd-watch")
-        self._spawn(self._every(lambda: self.cfg.heartbeat.interval, self.heartbeat),
-                    "heartbeat")
+        self._spawn(every(lambda: self.cfg.heartbeat.interval, self.heartbeat), "heartbeat")
         if self.cfg.stats.enabled:
             s = self.cfg.stats
             self.writer = StatsWriter(self.cfg.agent.id, self.cfg.redis.url,
@@ -140,18 +140,6 @@ class NodeReporter:
                     log.debug("closing %r: %s", closer, exc)
 
     # -- the periodic work ----------------------------------------------------------------------
-
-    async def _every(self, interval: Callable[[], float],
-                     tick: Callable[[], Awaitable[None]]) -> None:
-        while True:
-            started = time.monotonic()
-            try:
-                await tick()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("periodic %s failed", getattr(tick, "__name__", tick))
-            await asyncio.sleep(max(0.0, interval() - (time.monotonic() - started)))
 
     async def heartbeat(self) -> None:
         info = await self.agent_info()

@@ -14,7 +14,6 @@ next write after Redis returns goes through (the client reconnects by itself).
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Iterator, Mapping
@@ -27,6 +26,7 @@ from redis.backoff import NoBackoff
 
 from kernlet.errors import StatsStoreError
 from kernlet.events.codec import CodecError, pack, unpack
+from kernlet.periodic import every
 
 __all__ = ["KERNEL_KEY", "NODE_KEY", "StatsStoreError", "StatsWriter"]
 
@@ -115,18 +115,11 @@ class StatsWriter:
     async def run(self, sample: Callable[[], Awaitable[Sample]], interval: float = 5.0) -> None:
         """Every ``interval`` seconds: take a sample and write it, until cancelled. A
         failing sample or write is logged and the loop goes on."""
-        loop = asyncio.get_running_loop()
-        while True:
-            started = loop.time()
-            try:
-                node, kernels = await sample()
-            except asyncio.CancelledError:
-                raise
-            except Exception:  # a bug in sampling must not end the stats loop
-                log.exception("stats sample failed")
-            else:
-                await self.try_write(node, kernels)
-            await asyncio.sleep(max(0.0, interval - (loop.time() - started)))
+        async def tick() -> None:
+            node, kernels = await sample()  # a failing sample is logged by every()
+            await self.try_write(node, kernels)
+
+        await every(interval, tick, "stats sample")
 
     async def read_node(self, agent_id: str | None = None) -> dict[str, Any] | None:
         return await self._read(NODE_KEY.format(agent_id=agent_id or self.agent_id))

@@ -27,6 +27,7 @@ from kernlet.events import (
     event_to_dict,
     is_live,
 )
+from kernlet.periodic import every
 from kernlet.watcher._handle import AgentHandle
 from kernlet.watcher._link import AgentLink
 from kernlet.watcher._live import Hub, KernelView, sse
@@ -109,15 +110,13 @@ class WatcherCore:
             self.loop_lag = max(0.0, loop.time() - t0 - _LAG_PROBE)
 
     async def _tick(self) -> None:
-        while True:
-            try:
-                self._request_sample(self.view.containers())
-                if self.hub.subscribers:
-                    status = await self.status()
-                    self.hub.publish(sse("status", status.to_dict()))
-            except Exception:  # the ticker must outlive one bad round
-                log.exception("watcher tick failed")
-            await asyncio.sleep(TICK_SECONDS)
+        async def tick() -> None:
+            self._request_sample(self.view.containers())
+            if self.hub.subscribers:
+                status = await self.status()
+                self.hub.publish(sse("status", status.to_dict()))
+
+        await every(TICK_SECONDS, tick, "watcher tick")
 
     # -- events (loop) ----------------------------------------------------------------------------
 
