@@ -24,6 +24,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from kernlet.layout import WORK_IN_CONTAINER
+
 __all__ = [
     "DEFAULT_PYTHON_TAG",
     "KERNELSPEC_LABEL",
@@ -43,7 +45,7 @@ SUITE = "bookworm"
 KERNELSPEC_LABEL = "ai.kernlet.kernelspec"
 SERVICE_PORTS_LABEL = "ai.kernlet.service-ports"  # format: kernlet.runner.services
 WORK_UID = WORK_GID = 1000
-WORK_HOME = "/home/work"
+WORK_HOME = WORK_IN_CONTAINER
 
 PYTHON_PACKAGES: tuple[str, ...] = (
     "python3",

@@ -7,7 +7,27 @@ standard library exists. So it holds plain constants and imports nothing.
 
 from __future__ import annotations
 
-__all__ = ["CREATE_TIMEOUT_KEY", "DEFAULT_START_TIMEOUT", "START_TIMEOUT_ENV"]
+__all__ = [
+    "BOOTSTRAP_NAME",
+    "CREATE_TIMEOUT_KEY",
+    "DEFAULT_START_TIMEOUT",
+    "IPC_IN_CONTAINER",
+    "LIB_IN_CONTAINER",
+    "SOCKET_NAME",
+    "START_TIMEOUT_ENV",
+    "WORK_IN_CONTAINER",
+]
+
+#: The kernel's work dir (the host's ``<var>/scratch/<kid>/work``, owned by the kernel's uid).
+WORK_IN_CONTAINER = "/home/work"
+#: The kernel's runtime dir (the host's ``<var>/ipc/<kid>``): the runtime's socket, pid files.
+IPC_IN_CONTAINER = "/opt/kernlet/ipc"
+#: Where the agent's own ``kernlet`` package is mounted read-only (``PYTHONPATH``).
+LIB_IN_CONTAINER = "/opt/kernlet/lib"
+#: The runtime's unix socket, in the runtime dir.
+SOCKET_NAME = "runtime.sock"
+#: A kernel's bootstrap script, in its work dir.
+BOOTSTRAP_NAME = ".kernlet-bootstrap.sh"
 
 #: Environment variable: seconds the runtime waits for its ipykernel to start (a decimal
 #: string). The agent sets it to ``agent.create-timeout``, so that the runtime's window is the

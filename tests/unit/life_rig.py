@@ -33,6 +33,7 @@ from kernlet.drivers.ports import PortPool
 from kernlet.drivers.resources import CPU, MEM, Allocator, SlotPool
 from kernlet.events import AGENT_STREAM, Envelope, KernelState, is_live, replay
 from kernlet.events.codec import FrameReader, frame
+from kernlet.layout import IPC_IN_CONTAINER
 from kernlet.store.memory import MemoryEventLog
 
 IMAGE = "kernlet/python:3.11"
@@ -78,7 +79,7 @@ class RigRuntime(FakeRuntime):
     async def start(self, container_id: str) -> None:
         await super().start(container_id)
         c = self.containers[container_id]
-        ipc = next(host for host, inside, _ in c.spec.mounts if inside == "/opt/kernlet/ipc")
+        ipc = next(host for host, inside, _ in c.spec.mounts if inside == IPC_IN_CONTAINER)
         path = Path(ipc) / "runtime.sock"
         with contextlib.suppress(FileNotFoundError):
             path.unlink()

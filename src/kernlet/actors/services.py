@@ -16,11 +16,12 @@ from typing import Any
 
 import aiohttp
 
-from kernlet.actors.steps import WORK_IN_CONTAINER, kernel_dirs
+from kernlet.actors.steps import kernel_dirs
 from kernlet.config import AgentConfig
 from kernlet.drivers.container_runtime import ContainerRuntime
 from kernlet.errors import AgentTimeout, InvalidRequest
 from kernlet.events import KernelState
+from kernlet.layout import WORK_IN_CONTAINER
 from kernlet.runner.services import (
     ServiceDef,
     launch_argv,

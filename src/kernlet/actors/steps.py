@@ -28,10 +28,16 @@ from kernlet.drivers.container_runtime import (
 )
 from kernlet.errors import DockerError
 from kernlet.events import KernelState
-from kernlet.layout import START_TIMEOUT_ENV
+from kernlet.layout import (
+    BOOTSTRAP_NAME,
+    IPC_IN_CONTAINER,
+    LIB_IN_CONTAINER,
+    SOCKET_NAME,
+    START_TIMEOUT_ENV,
+    WORK_IN_CONTAINER,
+)
 
 __all__ = [
-    "IPC_IN_CONTAINER",
     "KernelDirs",
     "container_spec",
     "create_container",
@@ -39,11 +45,6 @@ __all__ = [
     "prepare_dirs",
 ]
 
-IPC_IN_CONTAINER = "/opt/kernlet/ipc"
-LIB_IN_CONTAINER = "/opt/kernlet/lib"
-WORK_IN_CONTAINER = "/home/work"
-SOCKET_NAME = "runtime.sock"
-BOOTSTRAP_NAME = ".kernlet-bootstrap.sh"
 
 
 @dataclass(frozen=True, slots=True)

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from kernlet.errors import InvalidRequest
+from kernlet.layout import WORK_IN_CONTAINER
 
 __all__ = ["CHUNK_MAX", "WorkDir"]
 
@@ -52,11 +53,11 @@ def split(path: str) -> Parts:
         raise InvalidRequest("path contains a NUL byte")
     if path.startswith("/"):
         rel = posixpath.normpath(path)
-        if rel == "/home/work":
+        if rel == WORK_IN_CONTAINER:
             return []
-        if not rel.startswith("/home/work/"):
-            raise InvalidRequest(f"{path!r} is outside /home/work")
-        rel = rel[len("/home/work/"):]
+        if not rel.startswith(WORK_IN_CONTAINER + "/"):
+            raise InvalidRequest(f"{path!r} is outside {WORK_IN_CONTAINER}")
+        rel = rel[len(WORK_IN_CONTAINER) + 1:]
     else:
         rel = posixpath.normpath(path) if path else "."
     if rel == ".":
@@ -197,7 +198,7 @@ class WorkDir:
                 if len(files) >= LIST_MAX:
                     break
         files.sort(key=lambda f: str(f["name"]))
-        return {"path": "/".join(["/home/work", *parts]), "files": files}
+        return {"path": "/".join([WORK_IN_CONTAINER, *parts]), "files": files}
 
 
 def _regular(fd: int, path: str) -> os.stat_result:

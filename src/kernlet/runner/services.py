@@ -25,6 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from kernlet.layout import IPC_IN_CONTAINER
+
 __all__ = [
     "DEFS_PATH",
     "IPC_DIR",
@@ -47,7 +49,7 @@ PROTOCOLS = frozenset({"http", "tcp"})
 #: A kernel runs as uid 1000 without capabilities: it cannot count on binding below 1024.
 MIN_PORT, MAX_PORT = 1024, 65535
 DEFS_PATH = Path(__file__).with_name("services.json")
-IPC_DIR = "/opt/kernlet/ipc"  # the kernel's rw runtime dir, as seen inside the container
+IPC_DIR = IPC_IN_CONTAINER  # the kernel's rw runtime dir, as seen inside the container
 PLACEHOLDERS = ("port", "token", "workdir")
 _PLACEHOLDER_RE = re.compile(r"\{([^{}]*)\}")
 
