@@ -93,6 +93,8 @@ class AgentSection(_Section):
     var_dir: Path = Path("/var/lib/kernlet")
     #: Docker create/start calls at once (kernels then boot their runtimes side by side)
     kernel_creation_concurrency: int = Field(default=8, ge=1, le=64)
+    #: kernels torn down at once (a reset or a mass destroy runs in waves of this many)
+    kernel_teardown_concurrency: int = Field(default=8, ge=1, le=64)
     #: seconds a create may take until its runtime answers
     create_timeout: float = Field(default=60.0, gt=0)
     #: seconds between relists of this agent's containers (the safety net for missed events)

@@ -82,6 +82,7 @@ class AgentService:
             cfg=self.cfg, loop=self.loop, store=self.store, docker=self.docker,
             outbox=self.outbox,
             create_slots=self.loop.run(_semaphore(self.cfg.agent.kernel_creation_concurrency)),
+            teardown_slots=self.loop.run(_semaphore(self.cfg.agent.kernel_teardown_concurrency)),
         )
         self.ctx = ctx
         r = self.cfg.resource

@@ -129,7 +129,8 @@ class Rig:
         ctx = AgentContext(cfg=self.cfg, loop=self.loop, store=store,
                            docker=self.docker,  # type: ignore[arg-type]
                            outbox=Outbox(None, store, "kernlet", "rig"),  # type: ignore[arg-type]
-                           create_slots=self.loop.run(_semaphore()))
+                           create_slots=self.loop.run(_semaphore()),
+                           teardown_slots=self.loop.run(_semaphore(2)))
         allocator = Allocator([SlotPool(CPU, {"0": Decimal(1), "1": Decimal(1)}),
                                SlotPool(MEM, {"0": Decimal(4 * GiB)})])
         agent = AgentActor.start(ctx, set(self.loop.run(store.kernel_ids())), allocator,
@@ -218,5 +219,5 @@ def _hwinfo() -> Any:
     return GatherHwinfo()
 
 
-async def _semaphore() -> asyncio.Semaphore:
-    return asyncio.Semaphore(4)
+async def _semaphore(n: int = 4) -> asyncio.Semaphore:
+    return asyncio.Semaphore(n)

@@ -29,6 +29,7 @@ from kernlet.protocol import (
     CheckAndPull,
     CreateKernels,
     DestroyKernel,
+    ResetAgent,
     RestartKernel,
     TriggerBatchExecution,
 )
@@ -270,3 +271,25 @@ def test_interrupted_pulls_reads_the_log() -> None:
            ev(4, ImagePullProgress(image="c", status="started")),
            ev(5, ImagePulled(image="c", ok=True))]
     assert interrupted_pulls(log) == ["b"]
+
+
+def test_reset_tears_down_in_waves_of_the_teardown_bound(rig: Rig) -> None:
+    ids = [f"k{i}" for i in range(4)]  # the rig has room for 4 kernels of 0.5 cpu
+    for kernel_id in ids:
+        rig.call(create(kernel_id))
+    running, peak = 0, 0
+    real_stop = rig.docker.stop
+
+    async def counted_stop(container_id: str, grace: float) -> None:
+        nonlocal running, peak
+        running += 1
+        peak = max(peak, running)
+        await asyncio.sleep(0.05)
+        await real_stop(container_id, grace)
+        running -= 1
+
+    rig.docker.stop = counted_stop  # type: ignore[method-assign]
+    assert sorted(rig.call(ResetAgent())["destroyed"]) == ids
+    assert peak == 2  # the rig's teardown_slots
+    for kernel_id in ids:
+        assert_nothing_held(rig, kernel_id)

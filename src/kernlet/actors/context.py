@@ -29,6 +29,8 @@ class AgentContext:
     outbox: Outbox
     #: bounds concurrent container creates+starts (created on the loop by the agent)
     create_slots: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(8))
+    #: bounds concurrent teardowns (the down hooks of a kernel hold one slot)
+    teardown_slots: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(8))
     #: called on the loop with each event once it is durable (watcher, metrics)
     listeners: list[Callable[[Envelope], None]] = field(default_factory=list)
     _crash_count: int = 0

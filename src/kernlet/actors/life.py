@@ -252,14 +252,15 @@ class Life:
         self.w.phase = Phase.TEARING_DOWN
         started = self.w.started or [h.name for h in CREATE]  # rebuilt: undo everything
         hooks = [h for h in CREATE if h.name in started]
-        env, docker = self._env(state.reason), self.k.ctx.docker
+        env, ctx = self._env(state.reason), self.k.ctx
         # a failed create's container is about to go: keep its last words for the error
         container = state.container_id or self.w.facts.get("container", "")
         keep_output = isinstance(self.w.failure, CreationFailed) and bool(container)
 
         async def run() -> tuple[dict[str, Any], str]:
-            output = await last_output(docker, container) if keep_output else ""
-            return await _downs(hooks, env), output
+            async with ctx.teardown_slots:  # a mass reset runs in waves
+                output = await last_output(ctx.docker, container) if keep_output else ""
+                return await _downs(hooks, env), output
 
         self.k.spawn(run(), then=self._torn_down, fail=self._teardown_failed)
 
