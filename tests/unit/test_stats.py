@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from kernlet.drivers.stats import StatsCollector, _docker_raw, _Raw, net_dev, proc_stat_cpu
+from kernlet.drivers.cgroups import net_dev, proc_stat_cpu
+from kernlet.drivers.stats import StatsCollector, _docker_raw, _Raw
 
 CID = "a" * 64
 NET_DEV = """Inter-|   Receive                                                |  Transmit

@@ -1,11 +1,14 @@
 """Node and container statistics from /proc and cgroups, Docker's stats API as the fallback.
 
 A sample reads a few small files per container (cgroup v1 or v2 accounting files and the
-container's /proc/<pid>/net/dev); those reads are tiny and done on the event loop. Docker is
-asked only for a container's init pid (once, then cached) and for a one-shot stats document
-when no cgroup directory is found. Utilization needs two samples: :class:`StatsCollector`
-keeps the previous counters. cpu_util is in percent of one core (2 busy cores = 200), like
-``docker stats``; the first sample of a node or container has ``cpu_util = None``.
+container's /proc/<pid>/net/dev) and the host's /proc figures with the one cgroup reader,
+:class:`kernlet.drivers.cgroups.CgroupReader`, in one ``asyncio.to_thread`` hop: no file is
+read on the event loop. Docker is asked only for a container's init pid (once, before its
+first read, then cached) and for a one-shot stats document when no cgroup directory of the
+container is found, or one without its CPU or block I/O figures. Utilization needs two
+samples: :class:`StatsCollector` keeps the previous counters. cpu_util is in percent of one
+core (2 busy cores = 200), like ``docker stats``; the first sample of a node or container has
+``cpu_util = None``.
 aiodocker errors are translated by the Docker driver's one translator,
 :func:`kernlet.drivers.docker.translated`.
 """
@@ -14,25 +17,23 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import aiodocker
 
+from kernlet.drivers.cgroups import CgroupReader, HostCounters
 from kernlet.drivers.docker import translated
-from kernlet.errors import ContainerNotFound, DockerError
+from kernlet.errors import ContainerNotFound, DockerError, DriverError
 
-__all__ = ["ContainerStats", "NodeStats", "StatsCollector", "net_dev", "proc_stat_cpu"]
+__all__ = ["ContainerStats", "NodeStats", "StatsCollector"]
 
 log = logging.getLogger(__name__)
 
-#: interfaces left out of the node's net counters: loopback, and the bridges and veth pairs
-#: that carry containers' traffic a second time
-_VIRTUAL = ("lo", "veth", "docker", "br-")
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,60 +80,6 @@ class _Raw:
     source: str
 
 
-def proc_stat_cpu(text: str) -> tuple[int, int, int]:
-    """(busy jiffies, total jiffies, cpu count) from /proc/stat."""
-    busy = total = count = 0
-    for line in text.splitlines():
-        if line.startswith("cpu "):
-            v = [int(x) for x in line.split()[1:9]]
-            total = sum(v)
-            busy = total - v[3] - v[4]  # idle, iowait
-        elif line.startswith("cpu"):
-            count += 1
-    return busy, total, count
-
-
-def net_dev(text: str, skip: tuple[str, ...] = ("lo",)) -> tuple[int, int]:
-    """(rx bytes, tx bytes) summed over the interfaces of a /proc/.../net/dev file."""
-    rx = tx = 0
-    for line in text.splitlines()[2:]:
-        name, _, counters = line.partition(":")
-        if name.strip().startswith(skip):
-            continue
-        v = counters.split()
-        rx, tx = rx + int(v[0]), tx + int(v[8])
-    return rx, tx
-
-
-def _kv(text: str) -> dict[str, int]:
-    out: dict[str, int] = {}
-    for line in text.splitlines():
-        parts = line.split()
-        if len(parts) == 2 and parts[1].isdigit():
-            out[parts[0]] = int(parts[1])
-    return out
-
-
-def _blkio_v1(text: str) -> tuple[int, int]:
-    read = write = 0
-    for line in text.splitlines():
-        parts = line.split()
-        if len(parts) == 3 and parts[1] == "Read":
-            read += int(parts[2])
-        elif len(parts) == 3 and parts[1] == "Write":
-            write += int(parts[2])
-    return read, write
-
-
-def _io_v2(text: str) -> tuple[int, int]:
-    read = write = 0
-    for line in text.splitlines():
-        fields = dict(f.split("=", 1) for f in line.split()[1:] if "=" in f)
-        read += int(fields.get("rbytes", 0))
-        write += int(fields.get("wbytes", 0))
-    return read, write
-
-
 def _docker_raw(doc: dict[str, Any]) -> _Raw:
     """Counters from one Docker stats document (API 1.41, cgroup v1 or v2)."""
     mem = doc.get("memory_stats") or {}
@@ -166,10 +113,8 @@ class StatsCollector:
         self._url = docker_url
         self._docker: aiodocker.Docker | None = None
         self._disk = disk_path
-        self._cg = cgroup_root
-        self._proc = proc_root
+        self._reader = CgroupReader(cgroup_root, proc_root)
         self._clock = clock
-        self._v2 = (cgroup_root / "cgroup.controllers").exists()
         self._pids: dict[str, int] = {}
         self._prev_node: tuple[int, int] | None = None
         self._prev: dict[str, tuple[float, int]] = {}
@@ -188,13 +133,30 @@ class StatsCollector:
     async def sample(
         self, container_ids: Iterable[str]
     ) -> tuple[NodeStats, dict[str, ContainerStats]]:
-        """One sample of the node and of each container that still exists (full ids)."""
+        """One sample of the node and of each container that still exists (full ids).
+
+        In order: the init pids not cached yet, from Docker (concurrently); every file, in
+        one hop off the loop; Docker's stats API for the containers not found in cgroups.
+        """
         ids = list(dict.fromkeys(container_ids))
-        raws = await asyncio.gather(*(self._container(cid) for cid in ids))
+        new = [cid for cid in ids if cid not in self._pids]
+        await asyncio.gather(*(self._guarded(cid, self._pid(cid)) for cid in new))
+        running = {cid: self._pids[cid] for cid in ids if cid in self._pids}
+        reading = await self._reader.aread(running, disk=self._disk)
+        raws: dict[str, _Raw | None] = {}
+        fallback: list[str] = []
+        for cid in running:
+            c = reading.containers.get(cid)
+            if c is None or c.cpu_ns is None or c.io is None:
+                fallback.append(cid)  # no cgroup directory, or one without these figures
+            elif c.net is not None:  # (without: its init process is gone, it is left out)
+                raws[cid] = _Raw(c.cpu_ns, c.memory, *c.io, *c.net, c.source)
+        docs = await asyncio.gather(*(self._guarded(c, self._from_docker(c)) for c in fallback))
+        raws.update(zip(fallback, docs, strict=True))
         now, mono = time.time(), self._clock()
-        node = self._node(now)
+        node = self._node(now, reading.host)
         out: dict[str, ContainerStats] = {}
-        for cid, raw in zip(ids, raws, strict=True):
+        for cid, raw in raws.items():
             if raw is None:
                 continue
             prev = self._prev.get(cid)
@@ -209,72 +171,36 @@ class StatsCollector:
             )
         for gone in set(self._prev) - set(out):
             del self._prev[gone]
-            self._pids.pop(gone, None)
+        for gone in set(self._pids) - set(out):  # gone, stopped or restarted: ask again
+            del self._pids[gone]
         return node, out
 
-    def _node(self, now: float) -> NodeStats:
-        busy, total, count = proc_stat_cpu((self._proc / "stat").read_text())
+    def _node(self, now: float, host: HostCounters) -> NodeStats:
+        cpu, net, disk = host.cpu, host.net, host.disk
+        if cpu is None or net is None or disk is None or not host.mem_total:
+            raise DriverError(f"node stats unreadable under {self._reader.proc_root} "
+                              f"and {self._disk}: {host}")
+        busy, total, count = cpu
         util = None
         if self._prev_node is not None and total > self._prev_node[1]:
             d_busy, d_total = busy - self._prev_node[0], total - self._prev_node[1]
             util = d_busy / d_total * 100 * count
         self._prev_node = (busy, total)
-        mem = _kv((self._proc / "meminfo").read_text().replace(" kB", "").replace(":", ""))
-        fs = os.statvfs(self._disk)
-        rx, tx = net_dev((self._proc / "net/dev").read_text(), _VIRTUAL)
         return NodeStats(
             time=now, cpu_util=util, cpu_count=count,
-            mem_used=(mem["MemTotal"] - mem.get("MemAvailable", mem.get("MemFree", 0))) * 1024,
-            mem_total=mem["MemTotal"] * 1024,
-            disk_used=(fs.f_blocks - fs.f_bfree) * fs.f_frsize,
-            disk_total=fs.f_blocks * fs.f_frsize,
-            net_rx=rx, net_tx=tx,
+            mem_used=host.mem_total - host.mem_available, mem_total=host.mem_total,
+            disk_used=disk[0], disk_total=disk[1], net_rx=net[0], net_tx=net[1],
         )
 
-    async def _container(self, cid: str) -> _Raw | None:
-        """Counters of one container; None if it is gone, not running, or Docker fails."""
+    async def _guarded(self, cid: str, call: Awaitable[_T]) -> _T | None:
+        """The call's result; None if the container is gone, not running, or Docker fails."""
         try:
-            raw = await self._from_cgroup(cid)
-            return raw if raw is not None else await self._from_docker(cid)
+            return await call
         except ContainerNotFound:
             return None
         except DockerError as exc:
             log.warning("stats of container %s skipped: %s", cid[:12], exc)
             return None
-
-    def _cgroup_dirs(self, cid: str) -> list[Path]:
-        names = (f"docker/{cid}", f"system.slice/docker-{cid}.scope")
-        if self._v2:
-            return [self._cg / n for n in names]
-        return [self._cg / c / n for n in names for c in ("cpuacct", "memory", "blkio")]
-
-    async def _from_cgroup(self, cid: str) -> _Raw | None:
-        dirs = [d for d in self._cgroup_dirs(cid) if d.is_dir()]
-        if not dirs or (not self._v2 and len(dirs) != 3):
-            return None
-        pid = self._pids.get(cid) or await self._pid(cid)
-        try:
-            rx, tx = net_dev((self._proc / str(pid) / "net/dev").read_text())
-            if self._v2:
-                (d,) = dirs
-                cpu_ns = _kv((d / "cpu.stat").read_text())["usage_usec"] * 1000
-                mem = int((d / "memory.current").read_text())
-                inactive = _kv((d / "memory.stat").read_text()).get("inactive_file", 0)
-                io_r, io_w = _io_v2((d / "io.stat").read_text())
-                source = "cgroup-v2"
-            else:
-                cpu_d, mem_d, blk_d = dirs
-                cpu_ns = int((cpu_d / "cpuacct.usage").read_text())
-                mem = int((mem_d / "memory.usage_in_bytes").read_text())
-                inactive = _kv((mem_d / "memory.stat").read_text()).get("total_inactive_file", 0)
-                io_r, io_w = _blkio_v1(
-                    (blk_d / "blkio.throttle.io_service_bytes_recursive").read_text()
-                )
-                source = "cgroup-v1"
-        except (OSError, KeyError, ValueError):
-            self._pids.pop(cid, None)  # the container went away or restarted
-            return None
-        return _Raw(cpu_ns, max(0, mem - inactive), io_r, io_w, rx, tx, source)
 
     async def _pid(self, cid: str) -> int:
         with translated(f"inspect container {cid[:12]}"):
