@@ -312,6 +312,8 @@ class Life:
         k, w = self.k, self.w
         s = k.state
         assert s is not None
+        if w.phase is not Phase.NEW:
+            return  # a destroy came first and is on its way
         if is_terminating(s):
             w.phase, w.stop_durable = Phase.STOPPING, True  # mid-destroy: finish it
             self._maybe_teardown()
