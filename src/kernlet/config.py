@@ -35,6 +35,7 @@ SEARCH_PATH = (
 
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)i?b?\s*$", re.IGNORECASE)
 _UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
+_FACTOR = re.compile(r"^(\d+(?:\.\d+)?)x$")
 
 
 class ConfigError(Exception):
@@ -133,11 +134,39 @@ class ContainerSection(_Section):
     auto_pull: bool = True
     #: seconds a pull may take
     pull_timeout: float = Field(default=7200.0, gt=0)
+    #: hard CFS quota on top of the guarantee (cpuset + shares): "none", "request" or "<f>x"
+    cpu_limit: str = "none"
 
     @field_validator("default_mem", mode="before")
     @classmethod
     def _size(cls, v: Any) -> int:
         return parse_size(v)
+
+    @field_validator("cpu_limit")
+    @classmethod
+    def _cpu_limit(cls, v: str) -> str:
+        v = v.strip().lower()
+        _cpu_limit_factor(v)
+        return v
+
+    @property
+    def cpu_limit_factor(self) -> float | None:
+        """The quota as a multiple of a kernel's cpu request; None: no quota."""
+        return _cpu_limit_factor(self.cpu_limit)
+
+
+def _cpu_limit_factor(value: str) -> float | None:
+    """``none`` -> None, ``request`` -> 1.0, ``4x`` -> 4.0; ValueError for anything else,
+    a factor under 1 included (it would take back part of the guarantee)."""
+    if value == "none":
+        return None
+    if value == "request":
+        return 1.0
+    m = _FACTOR.match(value)
+    if m is None or float(m.group(1)) < 1:
+        raise ValueError(f"not a cpu limit: {value!r} (use none, request, or a factor of "
+                         "at least 1 such as 4x)")
+    return float(m.group(1))
 
 
 class ResourceSection(_Section):

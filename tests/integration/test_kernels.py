@@ -33,9 +33,11 @@ async def test_kernel_lifecycle_runs_code_and_cleans_up(
     kid = k["id"]
     assert k["ok"] and k["container_id"]
     inspect = docker("inspect", "-f",
-                     "{{.HostConfig.Memory}} {{.HostConfig.NanoCpus}} {{.Config.User}} "
-                     "{{.HostConfig.PidsLimit}} {{.HostConfig.SecurityOpt}}", k["container_id"])
-    assert inspect.split()[:4] == [str(512 * 1024**2), "1000000000", "1000:1000", "1024"]
+                     "{{.HostConfig.Memory}} {{.HostConfig.NanoCpus}} {{.HostConfig.CpuShares}} "
+                     "{{.Config.User}} {{.HostConfig.PidsLimit}} {{.HostConfig.SecurityOpt}}",
+                     k["container_id"])
+    # cpu: guaranteed by shares (1024 a core), no quota by default (container.cpu-limit)
+    assert inspect.split()[:5] == [str(512 * 1024**2), "0", "1024", "1000:1000", "1024"]
     assert "no-new-privileges" in inspect
 
     items, res = await collect(client, kid, "print('hello'); import sys; print('oops', file=sys.stderr)")

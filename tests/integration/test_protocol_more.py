@@ -116,11 +116,14 @@ async def test_allocation_limits_and_insufficient_resource(
     cores = int(float(hw["slots"]["cpu"]["capacity"]))
     k = await client.create_kernel(IMAGE, cpu=1, mem=300 * 1024**2)
     try:
-        cpuset, nano, mem, swap = docker(
-            "inspect", "-f", "{{.HostConfig.CpusetCpus}} {{.HostConfig.NanoCpus}} "
-            "{{.HostConfig.Memory}} {{.HostConfig.MemorySwap}}", k["container_id"]).split()
+        cpuset, shares, nano, mem, swap = docker(
+            "inspect", "-f", "{{.HostConfig.CpusetCpus}} {{.HostConfig.CpuShares}} "
+            "{{.HostConfig.NanoCpus}} {{.HostConfig.Memory}} {{.HostConfig.MemorySwap}}",
+            k["container_id"]).split()
         assert len(cpuset.split(",")) == 1 and 0 <= int(cpuset) < cores
-        assert (nano, mem, swap) == ("1000000000", str(300 * 1024**2), str(300 * 1024**2))
+        # the cpu is a guarantee (shares); no quota by default (container.cpu-limit)
+        assert (shares, nano) == ("1024", "0")
+        assert (mem, swap) == (str(300 * 1024**2), str(300 * 1024**2))
         used = (await client.call("gather_hwinfo"))["slots"]
         assert float(used["cpu"]["used"]) >= 1 and int(used["mem"]["used"]) >= 300 * 1024**2
         # more cores than the node has: refused, naming the slot, nothing held

@@ -107,9 +107,17 @@ def container_spec(
     ports: dict[int, int],
 ) -> ContainerSpec:
     """The container for a kernel: its recorded allocation (cores, cpu amount, memory), its
-    service ports (container port -> host port), the agent's mounts, user and limits."""
+    service ports (container port -> host port), the agent's mounts, user and limits.
+
+    The cpu request is a guarantee: the cpuset plus CPU shares of 1024 per core requested
+    (Docker's bounds 2..262144). A hard quota comes only from ``container.cpu-limit``: the
+    request times its factor, at most the cpuset's cores and at least 0.01 (Docker's least)."""
     kernel_id, session_id, kconfig = state.kernel_id, state.session_id, state.config
     cpu = float(state.slots.get("cpu") or cfg.container.default_cpu)
+    factor = cfg.container.cpu_limit_factor
+    quota = 0.0 if factor is None else cpu * factor
+    if quota and state.cpuset:
+        quota = min(quota, len(state.cpuset))
     mem = int(state.slots.get("mem") or cfg.container.default_mem)
     lib = Path(kernlet.__file__).resolve().parent
     env = {
@@ -139,7 +147,8 @@ def container_spec(
         ),
         user=f"{cfg.container.kernel_uid}:{cfg.container.kernel_gid}",
         workdir=WORK_IN_CONTAINER,
-        nano_cpus=int(cpu * 1e9),
+        nano_cpus=round(max(quota, 0.01) * 1e9) if quota else 0,
+        cpu_shares=min(max(round(cpu * 1024), 2), 262144),
         cpuset=",".join(str(c) for c in state.cpuset),
         memory=mem,
         ports=ports,

@@ -64,7 +64,10 @@ class ContainerSpec:
     mounts: tuple[tuple[str, str, bool], ...] = ()
     user: str = ""
     workdir: str = ""
+    #: hard CFS quota in 10^-9 cpus (Docker NanoCpus); 0: no quota
     nano_cpus: int = 0
+    #: relative CPU weight under contention (Docker CpuShares, 1024 per core); 0: Docker's
+    cpu_shares: int = 0
     cpuset: str = ""
     memory: int = 0
     pids_limit: int = 0

@@ -173,6 +173,8 @@ class DockerDriver:
         }
         if spec.nano_cpus:
             host_config["NanoCpus"] = spec.nano_cpus
+        if spec.cpu_shares:
+            host_config["CpuShares"] = spec.cpu_shares
         if spec.cpuset:
             host_config["CpusetCpus"] = spec.cpuset
         if spec.memory:
