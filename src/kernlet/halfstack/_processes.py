@@ -25,13 +25,22 @@ def read_pid_file(path: Path) -> int | None:
 
 
 def _alive(pid: int) -> bool:
+    """Whether any thread of process ``pid`` still runs; a zombie counts as gone.
+
+    All threads count, not only the main one: when a threaded program exits (dockerd on
+    SIGTERM, or python's http.server with a request thread), its main thread may be a zombie
+    while the others are still exiting and still hold the process's files, its listening
+    sockets among them. ``/proc/PID/stat`` gives the main thread's state and the number of
+    threads not yet gone (the zombie main thread among them) in one read.
+    """
     with contextlib.suppress(ChildProcessError):
         os.waitpid(pid, os.WNOHANG)  # reap it if it is our own exited child
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return False
-    return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")  # zombies count as gone
+    fields = stat.rsplit(")", 1)[1].split()  # fields 3 (state) onwards; 20 is num_threads
+    return fields[0] not in ("Z", "X") or int(fields[17]) > 1
 
 
 def _cmdline(pid: int) -> list[str]:
