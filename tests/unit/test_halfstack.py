@@ -29,14 +29,16 @@ from kernlet import halfstack as hs
 
 
 def _gone(pid: int) -> bool:
-    """True when ``pid`` has exited (a zombie counts as exited)."""
+    """True when ``pid`` has exited: a zombie counts as exited once its threads are gone too
+    (``num_threads``, field 20 of stat, counts the zombie main thread itself)."""
     with contextlib.suppress(ChildProcessError):
         os.waitpid(pid, os.WNOHANG)
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return True
-    return stat.rsplit(")", 1)[1].split()[0] in ("Z", "X")
+    fields = stat.rsplit(")", 1)[1].split()
+    return fields[0] in ("Z", "X") and int(fields[17]) <= 1
 
 
 def _closed_port() -> int:
@@ -345,6 +347,43 @@ def test_up_starts_waits_is_idempotent_and_down_stops(tmp_path: Path) -> None:
     assert stopped.note == f"stopped (pid {first.pid})"
     assert _gone(first.pid)
     assert not stopped.answering
+
+
+# On SIGTERM only the main thread of this stand-in exits; another thread runs on and holds the
+# listening socket. /proc/PID/stat then shows the process as a zombie, as it does for a
+# moment whenever a threaded server (http.server with a request thread, dockerd) exits and
+# its main thread is done before the others: the window in which `down` used to report
+# "stopped" and then find the service still answering.
+_MAIN_THREAD_EXITS_FIRST = """
+import ctypes, signal, socket, sys, threading, time
+server = socket.create_server(("127.0.0.1", int(sys.argv[1])))
+libc = ctypes.CDLL(None)
+signal.signal(signal.SIGTERM, lambda *_: libc.pthread_exit(None))
+threading.Thread(target=time.sleep, args=(300,)).start()
+print("ready", flush=True)
+while True:
+    time.sleep(1)
+"""
+
+
+def test_down_waits_for_every_thread_not_only_the_main_one(
+    tmp_path: Path, procs: list[subprocess.Popen[bytes]]
+) -> None:
+    port = _closed_port()
+    argv = [sys.executable, "-c", _MAIN_THREAD_EXITS_FIRST, str(port)]
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE)
+    procs.append(proc)
+    assert proc.stdout is not None
+    assert proc.stdout.readline() == b"ready\n"
+    svc = _service("threads", sys.executable, [], _tcp_probe(port))
+    svc.pid_file(tmp_path).write_text(f"{proc.pid}\n")
+
+    [result] = hs.down(tmp_path, [svc], timeout=1)
+
+    # a zombie main thread with a thread still running is not stopped: SIGKILL ends them all
+    assert result.note == f"killed (no exit within 1s of SIGTERM) (pid {proc.pid})"
+    assert not result.answering
+    assert _gone(proc.pid)
 
 
 def test_up_leaves_a_service_answering_already_alone(
