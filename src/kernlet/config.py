@@ -136,8 +136,17 @@ class ContainerSection(_Section):
     pull_timeout: float = Field(default=7200.0, gt=0)
     #: hard CFS quota on top of the guarantee (cpuset + shares): "none", "request" or "<f>x"
     cpu_limit: str = "none"
+    #: the kernels' network: "bridge" (Docker's default; service ports published on
+    #: bind-host), "none" (loopback only) or "internal" (the agent's network without egress);
+    #: with "none" and "internal" no port is published, so services cannot be reached
+    network: Literal["bridge", "none", "internal"] = "bridge"
+    #: the container's root filesystem read-only (/home/work, the runtime dir and a /tmp
+    #: tmpfs stay writable)
+    read_only_root: bool = False
+    #: size of the /tmp tmpfs of a read-only-root kernel
+    tmp_size: int = 256 * 1024**2
 
-    @field_validator("default_mem", mode="before")
+    @field_validator("default_mem", "tmp_size", mode="before")
     @classmethod
     def _size(cls, v: Any) -> int:
         return parse_size(v)

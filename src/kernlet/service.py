@@ -25,6 +25,7 @@ from kernlet.actors.messages import Relist
 from kernlet.actors.node import NodeReporter
 from kernlet.actors.outbox import Outbox
 from kernlet.actors.pulls import interrupted_pulls
+from kernlet.actors.steps import INTERNAL_NETWORK
 from kernlet.config import AgentConfig, ConfigError
 from kernlet.drivers.docker import LABEL_AGENT, DockerDriver
 from kernlet.drivers.nats import BusSettings, NatsDriver
@@ -142,6 +143,8 @@ class AgentService:
     async def _open(self) -> None:
         await self.store.open()
         await self.docker.ping()
+        if self.cfg.container.network == "internal":
+            await self.docker.ensure_network(INTERNAL_NETWORK, internal=True)
 
         async def resync() -> None:
             self.outbox.poke()

@@ -151,10 +151,28 @@ def container_spec(
         cpu_shares=min(max(round(cpu * 1024), 2), 262144),
         cpuset=",".join(str(c) for c in state.cpuset),
         memory=mem,
-        ports=ports,
+        ports=ports if publishes_ports(cfg) else {},
         pids_limit=cfg.container.pids_limit,
         bind_host=cfg.container.bind_host,
+        network=network_mode(cfg),
+        read_only=cfg.container.read_only_root,
+        tmpfs=({"/tmp": f"rw,nosuid,nodev,size={cfg.container.tmp_size}"}
+               if cfg.container.read_only_root else {}),
     )
+
+
+#: the Docker network of ``container.network = "internal"`` (made by the agent at start)
+INTERNAL_NETWORK = "kernlet-internal"
+
+
+def network_mode(cfg: AgentConfig) -> str:
+    """Docker's NetworkMode for the kernels ("" is Docker's default bridge)."""
+    return {"bridge": "", "none": "none", "internal": INTERNAL_NETWORK}[cfg.container.network]
+
+
+def publishes_ports(cfg: AgentConfig) -> bool:
+    """Whether kernels' service ports are published on the bind host (only on the bridge)."""
+    return cfg.container.network == "bridge"
 
 
 async def create_container(docker: ContainerRuntime, spec: ContainerSpec) -> str:

@@ -74,6 +74,11 @@ class ContainerSpec:
     #: container port -> host port, published on bind_host only
     ports: dict[int, int] = field(default_factory=dict)
     bind_host: str = "127.0.0.1"
+    #: Docker's NetworkMode ("" for the default bridge, "none", or a network's name)
+    network: str = ""
+    read_only: bool = False
+    #: container path -> tmpfs options (e.g. {"/tmp": "rw,nosuid,nodev,size=268435456"})
+    tmpfs: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,6 +114,11 @@ class ContainerRuntime(Protocol):
 
     async def ping(self) -> None:
         """Return when the engine answers; DockerError when it does not."""
+        ...
+
+    async def ensure_network(self, name: str, internal: bool) -> None:
+        """Make the bridge network ``name`` unless it exists (``internal``: no egress, no
+        published ports); DockerError when the engine refuses."""
         ...
 
     async def image(self, name: str) -> ImageInfo:

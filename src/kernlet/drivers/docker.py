@@ -117,6 +117,16 @@ class DockerDriver:
         with translated("ping"):
             await self._d.version()
 
+    async def ensure_network(self, name: str, internal: bool) -> None:
+        with translated(f"network {name}", DockerError):
+            existing = await self._d.networks.list(filters={"name": [name]})
+            if any(n.get("Name") == name for n in existing):
+                return
+            await self._d.networks.create({
+                "Name": name, "Driver": "bridge", "Internal": internal,
+                "Labels": {"ai.kernlet.network": "kernels"},
+            })
+
     async def image(self, name: str) -> ImageInfo:
         with translated(f"inspect image {name}", ImageNotFound):
             raw = await self._d.images.inspect(name)
@@ -182,6 +192,12 @@ class DockerDriver:
             host_config["MemorySwap"] = spec.memory
         if spec.pids_limit:
             host_config["PidsLimit"] = spec.pids_limit
+        if spec.network:
+            host_config["NetworkMode"] = spec.network
+        if spec.read_only:
+            host_config["ReadonlyRootfs"] = True
+        if spec.tmpfs:
+            host_config["Tmpfs"] = dict(spec.tmpfs)
         config: dict[str, Any] = {
             "Image": spec.image,
             "Cmd": list(spec.cmd),

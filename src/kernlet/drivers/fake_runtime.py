@@ -40,8 +40,8 @@ _T = TypeVar("_T")
 
 #: the methods that fail_next and block accept
 METHODS = frozenset({
-    "close", "ping", "image", "pull", "images", "create", "start", "stop", "remove",
-    "inspect", "list", "exec", "logs", "events",
+    "close", "ping", "ensure_network", "image", "pull", "images", "create", "start", "stop",
+    "remove", "inspect", "list", "exec", "logs", "events",
 })
 
 
@@ -105,6 +105,8 @@ class FakeRuntime:
     def __init__(self, clock: Callable[[], float] = time.time) -> None:
         self.calls: builtins.list[tuple[str, ...]] = []
         self.containers: dict[str, FakeContainer] = {}
+        #: network name -> internal
+        self.networks: dict[str, bool] = {}
         self._images: dict[str, ImageInfo] = {}
         self._registry: dict[str, ImageInfo] = {}
         self._failures: dict[str, builtins.list[BaseException]] = {}
@@ -151,6 +153,11 @@ class FakeRuntime:
 
     async def ping(self) -> None:
         await self._leave(await self._enter("ping"), None)
+
+    async def ensure_network(self, name: str, internal: bool) -> None:
+        gate = await self._enter("ensure_network", name)
+        self.networks.setdefault(name, internal)
+        await self._leave(gate, None)
 
     async def image(self, name: str) -> ImageInfo:
         gate = await self._enter("image", name)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from kernlet.actors import steps
 from kernlet.actors.hooks.base import BaseHook, HookEnv
 from kernlet.actors.messages import Allocate, Allocated, Release
 
@@ -39,7 +40,7 @@ class AllocateHook(BaseHook):
             "mem": str(env.state.config.get("mem") or cfg.default_mem),
         }
         inbox = _Inbox(asyncio.get_running_loop())
-        ports = len(env.facts["pull"].service_ports)
+        ports = len(env.facts["pull"].service_ports) if steps.publishes_ports(env.ctx.cfg) else 0
         env.agent.tell(Allocate(env.kernel_id, request, ports, inbox))
         answer = await inbox.future
         if answer.error is not None:

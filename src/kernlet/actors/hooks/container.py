@@ -53,7 +53,7 @@ def port_map(env: HookEnv) -> dict[int, int]:
     """Container port -> host port: the image's declared services and the ports ``allocate``
     gave (create), or the kernel's recorded service ports (restart, recovery)."""
     image = env.facts.get("pull")
-    if image is not None:
+    if image is not None and env.state.ports:
         return {sp.port: hp for sp, hp in zip(image.service_ports, env.state.ports,
                                               strict=True)}
     return {int(p["container_port"]): int(p["host_port"])
