@@ -13,6 +13,7 @@ Errors come back as the same typed exceptions the agent raised (:mod:`kernlet.er
 from __future__ import annotations
 
 import asyncio
+import ssl
 import uuid
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -22,6 +23,7 @@ import nats
 import nats.errors
 from nats.aio.client import Client
 
+from kernlet.drivers.nats import describe, open_connection
 from kernlet.errors import (
     AgentTimeout,
     AgentUnavailable,
@@ -56,13 +58,27 @@ class KernletClient:
         prefix: str = "kernlet",
         timeout: float = 120.0,
         nc: Client | None = None,
+        *,
+        user: str | None = None,
+        password: str | None = None,
+        token: str | None = None,
+        creds: str | None = None,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
+        """``user``/``password``, ``token`` or ``creds`` (a .creds file; needs nkeys)
+        authenticate; ``tls`` (e.g. ``ssl.create_default_context(cafile=CA)``, with
+        ``load_cert_chain`` for client certificates) verifies the server."""
         self.url = nats_url
         self.agent_id = agent_id
         self.prefix = prefix
         self.timeout = timeout
         self._nc = nc
         self._own = nc is None
+        self._auth: dict[str, Any] = {"user": user, "password": password, "token": token,
+                                      "user_credentials": creds}
+        self._tls = tls
+        #: the last error nats-py reported (a failed attempt, a permissions violation)
+        self.last_error: Exception | None = None
 
     async def __aenter__(self) -> KernletClient:
         await self.connect()
@@ -73,11 +89,16 @@ class KernletClient:
 
     async def connect(self) -> None:
         if self._nc is None:
+            async def on_error(exc: Exception) -> None:
+                self.last_error = exc
+
             try:
-                self._nc = await nats.connect(self.url, connect_timeout=5,
-                                              max_reconnect_attempts=3)
+                self._nc = await open_connection(self.url, self._tls, connect_timeout=5,
+                                                 max_reconnect_attempts=3, error_cb=on_error,
+                                                 **self._auth)
             except (nats.errors.Error, OSError) as exc:
-                raise AgentUnavailable(f"cannot reach NATS at {self.url}: {exc}") from exc
+                why = describe(self.last_error or exc)
+                raise AgentUnavailable(f"cannot reach NATS at {self.url}: {why}") from exc
 
     async def close(self) -> None:
         if self._nc is not None and self._own:

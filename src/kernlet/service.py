@@ -52,7 +52,8 @@ class AgentService:
         self.docker = DockerDriver(cfg.docker.url)
         n = cfg.nats
         self.bus = NatsDriver(
-            BusSettings(url=n.url, user=n.user, password=n.password, tls_ca=n.tls_ca,
+            BusSettings(url=n.url, user=n.user, password=n.password, token=n.token,
+                        creds=n.creds, tls=n.tls_context(), inbox_prefix=f"_INBOX_{cfg.agent.id}",
                         name=f"kernlet-agent-{cfg.agent.id}")
         )
         self.outbox = Outbox(self.bus, self.store, n.subject_prefix, cfg.agent.id)

@@ -6,13 +6,14 @@ and is waited for until it accepts connections.
 
 from __future__ import annotations
 
+import json
 import shutil
 import socket
 import subprocess
 import time
 from pathlib import Path
 
-__all__ = ["PrivateEtcd", "PrivateNats", "PrivateRedis", "free_port", "port_open"]
+__all__ = ["ConfiguredNats", "PrivateEtcd", "PrivateNats", "PrivateRedis", "free_port", "port_open"]
 
 
 def free_port() -> int:
@@ -80,6 +81,32 @@ class PrivateNats(PrivateServer):
 
     def argv(self) -> list[str]:
         return ["-a", "127.0.0.1", "-p", str(self.port), "-js", "-sd", str(self.root)]
+
+
+class ConfiguredNats(PrivateNats):
+    """A private nats-server run from a config file the test writes: ``body`` is added to
+    the listen address and the JetStream store (e.g. a ``tls {...}`` block and
+    ``authorization {...}``). Its log is ``root/nats.log``."""
+
+    def __init__(self, root: Path, body: str, scheme: str = "nats") -> None:
+        super().__init__(root)
+        self.body = body
+        self.scheme = scheme
+
+    @property
+    def url(self) -> str:
+        return f"{self.scheme}://127.0.0.1:{self.port}"
+
+    @property
+    def log(self) -> Path:
+        return self.root / "nats.log"
+
+    def argv(self) -> list[str]:
+        conf = self.root / "nats.conf"
+        conf.write_text(f"listen: 127.0.0.1:{self.port}\n"
+                        f"jetstream {{ store_dir: {json.dumps(str(self.root / 'js'))} }}\n"
+                        f"{self.body}\n")
+        return ["-c", str(conf), "-l", str(self.log)]
 
 
 class PrivateEtcd(PrivateServer):

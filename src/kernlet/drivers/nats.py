@@ -24,18 +24,56 @@ from nats.js.api import StreamConfig
 
 from kernlet.errors import BusError
 
-__all__ = ["BusSettings", "NatsDriver", "Request"]
+__all__ = ["BusSettings", "NatsDriver", "Request", "describe", "open_connection"]
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
 class BusSettings:
+    """How to reach NATS. ``tls`` comes from ``NatsSection.tls_context()``; ``inbox_prefix``
+    lets permissions give an agent its own reply inboxes (``_INBOX_<agent id>.>``)."""
+
     url: str
     user: str | None = None
     password: str | None = None
-    tls_ca: Path | None = None
+    token: str | None = None
+    creds: Path | None = None
+    tls: ssl.SSLContext | None = None
+    inbox_prefix: str = "_INBOX"
     name: str = "kernlet"
+
+
+class _TlsOnlyClient(Client):
+    """nats-py upgrades to TLS only when the server's INFO asks for it, even for a
+    ``tls://`` URL with a TLS context: a plain (or impostor) server would get the CONNECT,
+    credentials included, in clear text. This client refuses to send it then."""
+
+    def _connect_command(self) -> bytes:
+        if not self._server_info.get("tls_required"):
+            raise nats.errors.Error("nats: TLS was asked for but the server offered none: "
+                                    "credentials not sent")
+        return super()._connect_command()
+
+
+async def open_connection(url: str, tls: ssl.SSLContext | None, **options: Any) -> Client:
+    """``nats.connect``, except that asking for TLS (a context, or a ``tls://`` URL) means
+    TLS or no connection (:class:`_TlsOnlyClient`)."""
+    nc = _TlsOnlyClient() if tls is not None or url.startswith("tls://") else Client()
+    await nc.connect(url, tls=tls, **options)
+    return nc
+
+
+def describe(exc: BaseException) -> str:
+    """What went wrong, in words an operator can act on (TLS and auth failures say so)."""
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return f"TLS certificate verification failed: {exc.verify_message or exc}"
+    if isinstance(exc, ssl.SSLError):
+        return f"TLS failed: {exc}"
+    if isinstance(exc, nats.errors.AuthorizationError) \
+            or "authorization violation" in str(exc).lower():
+        return "authorization violation: the server refused these credentials"
+    return f"{type(exc).__name__}: {exc}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +104,9 @@ class NatsDriver:
         self.jetstream = False
         self._on_reconnect: list[Callable[[], Awaitable[None]]] = []
         self._closing = False
+        #: failed connection attempts since the last connection, and the last one's reason
+        self.failures = 0
+        self.last_error: str | None = None
 
     @property
     def connected(self) -> bool:
@@ -74,12 +115,33 @@ class NatsDriver:
     def on_reconnect(self, callback: Callable[[], Awaitable[None]]) -> None:
         self._on_reconnect.append(callback)
 
+    def _error(self, exc: Exception) -> None:
+        """nats-py's error callback: it retries by itself (first connection included), so
+        this is where a failure is told. A permissions violation is always an error; a
+        failed connection attempt is logged the first time, when its reason changes and
+        every 60th time after."""
+        what = describe(exc)
+        if "permissions violation" in str(exc).lower():
+            log.error("NATS %s: %s (see the permissions in docs/protocol.md)", self._settings.url,
+                      exc)
+            return
+        if self.connected:
+            log.debug("NATS error: %s", what)
+            return
+        self.failures += 1
+        if what != self.last_error or self.failures % 60 == 1:
+            level = logging.ERROR if isinstance(exc, ssl.SSLError) \
+                or what.startswith("authorization") else logging.WARNING
+            log.log(level, "NATS %s: cannot connect: %s (attempt %d; retrying)",
+                    self._settings.url, what, self.failures)
+        self.last_error = what
+
     async def connect(self, timeout: float = 5.0) -> None:
         s = self._settings
-        tls = ssl.create_default_context(cafile=str(s.tls_ca)) if s.tls_ca else None
 
         async def reconnected() -> None:
             log.info("NATS reconnected")
+            self.failures = 0
             for cb in self._on_reconnect:
                 await cb()
 
@@ -88,15 +150,18 @@ class NatsDriver:
                 log.warning("NATS disconnected")
 
         async def error(exc: Exception) -> None:
-            log.debug("NATS error: %s", exc)
+            self._error(exc)
 
         with _translate(f"connect to {s.url}"):
-            self._nc = await nats.connect(
+            self._nc = await open_connection(
                 s.url,
+                s.tls,
                 name=s.name,
                 user=s.user,
                 password=s.password,
-                tls=tls,
+                token=s.token,
+                user_credentials=str(s.creds) if s.creds else None,
+                inbox_prefix=s.inbox_prefix,
                 connect_timeout=timeout,
                 max_reconnect_attempts=-1,
                 reconnect_time_wait=0.5,
@@ -111,11 +176,14 @@ class NatsDriver:
         self, on_connect: Callable[[], Awaitable[None]], retry: float = 1.0
     ) -> None:
         """Connect, retrying until NATS answers, then run ``on_connect`` once. An agent
-        starts without NATS and serves as soon as it is reachable."""
+        starts without NATS and serves as soon as it is reachable. nats-py retries a server
+        that refuses or fails TLS by itself (:meth:`_error` logs why); this loop retries what
+        ``nats.connect`` raises."""
         attempt = 0
         while not self._closing:
             try:
                 await self.connect()
+                self.failures = 0
                 break
             except BusError as exc:
                 attempt += 1
