@@ -410,3 +410,8 @@ def test_write_sysctl_to_an_unwritable_place_is_an_error(
                   config=agent_toml)
     assert result.exit_code == 1
     assert "cannot write" in result.output
+
+
+def test_public_surface() -> None:
+    assert all(hasattr(dr, name) for name in dr.__all__)
+    assert {"Finding", "Node", "Status", "diagnose", "exit_code", "sysctl_text"} <= set(dr.__all__)

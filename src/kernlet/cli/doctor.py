@@ -72,8 +72,8 @@ def doctor(config: Path | None, as_json: bool, sysctl_file: Path | None) -> None
                 sysctl_file.write_text(dr.sysctl_text(cfg.container.port_range, node.sysctl))
             except OSError as exc:
                 raise click.ClickException(f"cannot write {sysctl_file}: {exc}") from exc
-            click.echo(f"wrote {len(dr.RECOMMENDED_SYSCTLS)} sysctl settings to {sysctl_file} "
-                       "(nothing applied; see the file's header)", err=True)
+            click.echo(f"wrote the recommended sysctl settings to {sysctl_file} (nothing "
+                       "applied; see the file's header)", err=True)
         findings += dr.diagnose(cfg, node)
     code = dr.exit_code(findings)
     if as_json:
