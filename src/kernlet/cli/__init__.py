@@ -21,6 +21,7 @@ def _register() -> None:
     import kernlet.cli.agent
     import kernlet.cli.bench
     import kernlet.cli.demo
+    import kernlet.cli.doctor
     import kernlet.cli.halfstack
     import kernlet.cli.image
     import kernlet.cli.kernel
