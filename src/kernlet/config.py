@@ -177,6 +177,9 @@ class ContainerSection(_Section):
     stop_grace: float = Field(default=10.0, ge=0)
     default_cpu: float = Field(default=1.0, gt=0)
     default_mem: int = 512 * 1024**2
+    #: the smallest memory a kernel may be given: the runtime and an idle ipykernel take
+    #: about 106 MiB (measured, docs/resources.md); below this a create is refused
+    min_mem: int = 128 * 1024**2
     #: pull a missing image at create time when its name names a registry (host[:port]/...)
     auto_pull: bool = True
     #: seconds a pull may take
@@ -193,7 +196,7 @@ class ContainerSection(_Section):
     #: size of the /tmp tmpfs of a read-only-root kernel
     tmp_size: int = 256 * 1024**2
 
-    @field_validator("default_mem", "tmp_size", mode="before")
+    @field_validator("default_mem", "min_mem", "tmp_size", mode="before")
     @classmethod
     def _size(cls, v: Any) -> int:
         return parse_size(v)

@@ -95,6 +95,14 @@ def _create_kernels(agent: AgentActor, req: CreateKernels, cmd: Command) -> None
     taken = [k for k in req.kernel_ids if k in agent.known_ids or k in agent.kernels]
     if taken:
         raise KernelAlreadyExists(f"kernel id(s) already used on this agent: {taken}")
+    c = agent.ctx.cfg.container
+    small = [k for k, kc in zip(req.kernel_ids, req.configs, strict=True)
+             if (kc.mem or c.default_mem) < c.min_mem]
+    if small:
+        raise InvalidRequest(
+            f"kernel(s) {small}: mem below the smallest a kernel can be given "
+            f"({c.min_mem // 1024**2} MiB, container.min-mem: the runtime and an idle "
+            "ipykernel take about 106 MiB)")
     gather = Gather(len(req.kernel_ids), lambda results: cmd.reply.ok({"kernels": results}))
     for i, (kernel_id, kconfig) in enumerate(zip(req.kernel_ids, req.configs, strict=True)):
         ref = agent.start_kernel(kernel_id, None)
