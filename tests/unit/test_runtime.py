@@ -11,6 +11,7 @@ example in a kernel container: see docs/runtime.md).
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
 import os
@@ -29,7 +30,8 @@ import pytest
 
 from kernlet.events.codec import FrameReader, frame, pack
 from kernlet.kernel.__main__ import start_timeout_from_env
-from kernlet.kernel.query import QueryEngine
+from kernlet.kernel.query import COMPLETE_TIMEOUT, CompletionFailed, QueryEngine
+from kernlet.kernel.server import Runtime
 from kernlet.layout import CREATE_TIMEOUT_KEY, DEFAULT_START_TIMEOUT, START_TIMEOUT_ENV
 
 SRC = Path(__file__).resolve().parents[2] / "src"
@@ -324,7 +326,7 @@ def test_interrupt_while_waiting_for_input(client: Client) -> None:
 def test_completion(client: Client) -> None:
     src = "import os; os.pa"
     reply = client.request("complete", text=src)
-    assert reply["t"] == "completion"
+    assert reply["t"] == "completion", reply  # an error says why the kernel gave none
     data = reply["data"]
     completed = {
         src[: data["cursor_start"]] + m + src[data["cursor_end"] :] for m in data["matches"]
@@ -628,3 +630,64 @@ async def test_the_start_window_is_the_one_given_and_its_error_names_the_key(
     finally:
         await engine.shutdown()
     assert str(err.value) == f"the kernel did not answer within 0.2 s ({CREATE_TIMEOUT_KEY})"
+
+
+# -- completion the kernel does not give: an error, never an empty success -----------------
+
+
+class _MuteKernel:
+    """A ready kernel that never answers complete_request."""
+
+    session = None
+
+    def complete(self, text: str, pos: int) -> str:
+        return uuid.uuid4().hex
+
+
+class _Conn:
+    def __init__(self) -> None:
+        self.replies: list[Msg] = []
+
+    def reply(self, msg: Msg) -> None:
+        self.replies.append(msg)
+
+
+async def test_a_completion_the_kernel_does_not_answer_in_time_is_an_error(
+    tmp_path: Path,
+) -> None:
+    # A kernel's first completion is cold (jedi): the window must leave it room, and still
+    # answer before the agent's own 10 s.
+    assert 5.0 < COMPLETE_TIMEOUT < 10.0
+    runtime = Runtime(str(tmp_path))
+    engine = runtime.query
+    engine.kc = _MuteKernel()
+    engine.ready = True
+    engine.complete_timeout = 0.2
+    conn = _Conn()
+    try:
+        with pytest.raises(CompletionFailed, match=r"did not answer complete_request within 0\.2 s"):
+            await engine.complete("import os; os.pa", 16)
+        # What the agent gets: an error reply to its request, not an empty completion.
+        runtime._op_complete(conn, {"op": "complete", "req": 7, "text": "import os; os.pa"})
+        while runtime._tasks:
+            await asyncio.gather(*runtime._tasks)
+    finally:
+        await engine.shutdown()
+    assert conn.replies == [
+        {
+            "t": "error",
+            "req": 7,
+            "data": {"message": "the kernel did not answer complete_request within 0.2 s"},
+        }
+    ]
+    assert not engine._replies  # the late answer, if it comes, is dropped
+
+
+async def test_a_completion_while_the_kernel_is_not_ready_is_an_error(tmp_path: Path) -> None:
+    engine = QueryEngine(str(tmp_path))
+    engine.error = "the ipykernel did not restart: RuntimeError('boom')"
+    try:
+        with pytest.raises(CompletionFailed, match="not ready: the ipykernel did not restart"):
+            await engine.complete("import os; os.pa", 16)
+    finally:
+        await engine.shutdown()

@@ -31,10 +31,19 @@ from kernlet.layout import DEFAULT_START_TIMEOUT
 
 log = logging.getLogger("kernlet.kernel.query")
 
-__all__ = ["QueryEngine", "strip_ansi"]
+__all__ = ["COMPLETE_TIMEOUT", "CompletionFailed", "QueryEngine", "strip_ansi"]
 
 #: Seconds between liveness checks of an idle kernel.
 WATCH_INTERVAL = 2.0
+#: Seconds the kernel may take to answer a complete_request. A kernel's first completion is
+#: cold (IPython imports jedi, which parses the module and its stubs): 1-3 s on an idle
+#: 2-core machine, 3.7-5 s and more on a loaded one. The agent waits 10 s for the reply
+#: (``RunBook.complete``), so the runtime answers before it, with an error.
+COMPLETE_TIMEOUT = 8.0
+
+
+class CompletionFailed(Exception):
+    """The kernel cannot complete: it is not ready, did not answer in time, or failed."""
 
 
 class QueryEngine:
@@ -51,6 +60,7 @@ class QueryEngine:
         #: (named in the error when it is exceeded)
         self.start_timeout = start_timeout
         self.timeout_key = timeout_key
+        self.complete_timeout = COMPLETE_TIMEOUT
         self.ready = False
         self.error: str | None = None
         self.km: Any = None
@@ -262,19 +272,28 @@ class QueryEngine:
         return self._run is not None
 
     async def complete(self, text: str, pos: int) -> dict[str, Any]:
-        empty = {"matches": [], "cursor_start": pos, "cursor_end": pos}
-        if not self.ready or self._run is not None:
+        """The kernel's completions of ``text`` at ``pos``; CompletionFailed if it is not
+        ready, does not answer within ``complete_timeout`` or answers with an error."""
+        if self._run is not None:
             # The kernel answers shell requests one at a time: it would not answer until the
             # running code finishes.
-            return empty
+            return {"matches": [], "cursor_start": pos, "cursor_end": pos}
+        if not self.ready:
+            raise CompletionFailed(f"the kernel is not ready: {self.error or 'it is starting'}")
         msg_id = self.kc.complete(text, pos)
         fut = self._expect_reply(msg_id)
         try:
-            reply = (await asyncio.wait_for(fut, 5.0))["content"]
+            reply = (await asyncio.wait_for(fut, self.complete_timeout))["content"]
         except TimeoutError:
-            return empty
+            log.warning("no complete_reply within %g s", self.complete_timeout)
+            raise CompletionFailed(
+                f"the kernel did not answer complete_request within {self.complete_timeout:g} s"
+            ) from None
         finally:
             self._replies.pop(msg_id, None)
+        if reply.get("status", "ok") != "ok":
+            what = f"{reply.get('ename', 'error')}: {reply.get('evalue', '')}"
+            raise CompletionFailed(f"the kernel's completion failed: {what}")
         return {
             "matches": list(reply.get("matches", [])),
             "cursor_start": int(reply.get("cursor_start", pos)),
