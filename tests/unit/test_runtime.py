@@ -708,3 +708,34 @@ async def test_a_completion_while_the_kernel_is_not_ready_is_an_error(tmp_path: 
             await engine.complete("import os; os.pa", 16)
     finally:
         await engine.shutdown()
+
+
+# -- the runtime's own memory ---------------------------------------------------------------
+
+_LOADED_AFTER_START = """
+import asyncio, sys
+from kernlet.kernel.query import QueryEngine
+
+async def main() -> None:
+    engine = QueryEngine(sys.argv[1])
+    await engine.start()
+    try:
+        assert engine.ready, engine.error
+        print(sorted({m.split(".")[0] for m in sys.modules} & {"ipykernel", "IPython", "debugpy"}))
+    finally:
+        await engine.shutdown()
+
+asyncio.run(main())
+"""
+
+
+def test_the_runtime_does_not_load_the_kernels_stack(tmp_path: Path) -> None:
+    # For a kernel named "python3", jupyter_client imports ipykernel.kernelspec; in the
+    # image's ipykernel 6 that brings IPython and debugpy: 32 of the runtime's 68 MiB.
+    proc = subprocess.run(
+        [PYTHON, "-c", _LOADED_AFTER_START, str(tmp_path)],
+        env=dict(os.environ, PYTHONPATH=str(SRC)), capture_output=True, text=True,
+        timeout=120, check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[]"

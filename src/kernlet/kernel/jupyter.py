@@ -30,6 +30,10 @@ __all__ = ["connect", "decode", "kernel_pid", "read_channel", "start_kernel", "s
 Handler = Callable[[dict[str, Any]], None]
 
 _DELIM = b"<IDS|MSG>"
+#: Not jupyter_client's native "python3": for that name its KernelSpecManager imports
+#: ipykernel.kernelspec, which in ipykernel 6 (the image's) imports the kernel's whole stack
+#: (IPython, debugpy: 600 modules, 32 MiB) into the runtime, which never uses it.
+KERNEL_NAME = "kernlet-python3"
 #: Messages read from a ready channel before yielding to the event loop.
 _BURST = 64
 
@@ -59,7 +63,7 @@ def decode(session: Any, parts: list[bytes]) -> dict[str, Any]:
 
 
 def _write_kernelspec(base: Path) -> Path:
-    spec_dir = base / "kernels" / "python3"
+    spec_dir = base / "kernels" / KERNEL_NAME
     spec_dir.mkdir(parents=True, exist_ok=True)
     spec = {
         "argv": [
@@ -84,8 +88,10 @@ async def start_kernel(base: Path, workdir: str) -> Any:
     from jupyter_client.kernelspec import KernelSpecManager
     from jupyter_client.manager import AsyncKernelManager
 
-    ksm = KernelSpecManager(kernel_dirs=[str(_write_kernelspec(base))])
-    km = AsyncKernelManager(kernel_name="python3", kernel_spec_manager=ksm)
+    ksm = KernelSpecManager(
+        kernel_dirs=[str(_write_kernelspec(base))], ensure_native_kernel=False
+    )
+    km = AsyncKernelManager(kernel_name=KERNEL_NAME, kernel_spec_manager=ksm)
     km.connection_file = str(base / "connection.json")
     # Unix sockets beside the connection file: no TCP ports open in the container.
     km.transport = "ipc"
