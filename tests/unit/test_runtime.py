@@ -11,6 +11,7 @@ example in a kernel container: see docs/runtime.md).
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
 import os
@@ -29,7 +30,8 @@ import pytest
 
 from kernlet.events.codec import FrameReader, frame, pack
 from kernlet.kernel.__main__ import start_timeout_from_env
-from kernlet.kernel.query import QueryEngine
+from kernlet.kernel.query import COMPLETE_TIMEOUT, CompletionFailed, QueryEngine
+from kernlet.kernel.server import Runtime
 from kernlet.layout import CREATE_TIMEOUT_KEY, DEFAULT_START_TIMEOUT, START_TIMEOUT_ENV
 
 SRC = Path(__file__).resolve().parents[2] / "src"
@@ -166,11 +168,15 @@ def launch_runtime(
             while True:
                 assert proc.poll() is None, log_path.read_text()
                 if sock.exists():
-                    client = Client(str(sock))
-                    status = client.request("status")
-                    client.close()
-                    if status["data"]["ready"]:
-                        break
+                    try:
+                        client = Client(str(sock))
+                    except ConnectionRefusedError:  # bound, not listening yet
+                        pass
+                    else:
+                        status = client.request("status")
+                        client.close()
+                        if status["data"]["ready"]:
+                            break
                 assert time.monotonic() < deadline, "the runtime did not become ready"
                 time.sleep(0.1)
             yield str(sock)
@@ -321,10 +327,23 @@ def test_interrupt_while_waiting_for_input(client: Client) -> None:
     assert text(client.run("print('still here')"), "stdout") == "still here\n"
 
 
+#: Runs IPython's completer in the kernel once. A kernel's first completion is cold (jedi
+#: parses the module and its stubs): 4-8 s on a loaded 2-core machine, close to the runtime's
+#: window (a miss is an error reply, see the tests below); this makes the test independent of
+#: the machine's load. An execute has no window.
+WARM_COMPLETER = (
+    "from IPython.core.completer import provisionalcompleter\n"
+    "with provisionalcompleter():\n"
+    "    _warm = list(get_ipython().Completer.completions('import os; os.pa', 16))\n"
+    "del _warm"
+)
+
+
 def test_completion(client: Client) -> None:
+    assert exit_code(client.run(WARM_COMPLETER)) == 0
     src = "import os; os.pa"
     reply = client.request("complete", text=src)
-    assert reply["t"] == "completion"
+    assert reply["t"] == "completion", reply  # an error says why the kernel gave none
     data = reply["data"]
     completed = {
         src[: data["cursor_start"]] + m + src[data["cursor_end"] :] for m in data["matches"]
@@ -628,3 +647,95 @@ async def test_the_start_window_is_the_one_given_and_its_error_names_the_key(
     finally:
         await engine.shutdown()
     assert str(err.value) == f"the kernel did not answer within 0.2 s ({CREATE_TIMEOUT_KEY})"
+
+
+# -- completion the kernel does not give: an error, never an empty success -----------------
+
+
+class _MuteKernel:
+    """A ready kernel that never answers complete_request."""
+
+    session = None
+
+    def complete(self, text: str, pos: int) -> str:
+        return uuid.uuid4().hex
+
+
+class _Conn:
+    def __init__(self) -> None:
+        self.replies: list[Msg] = []
+
+    def reply(self, msg: Msg) -> None:
+        self.replies.append(msg)
+
+
+async def test_a_completion_the_kernel_does_not_answer_in_time_is_an_error(
+    tmp_path: Path,
+) -> None:
+    # A kernel's first completion is cold (jedi): the window must leave it room, and still
+    # answer before the agent's own 10 s.
+    assert 5.0 < COMPLETE_TIMEOUT < 10.0
+    runtime = Runtime(str(tmp_path))
+    engine = runtime.query
+    engine.kc = _MuteKernel()
+    engine.ready = True
+    engine.complete_timeout = 0.2
+    conn = _Conn()
+    try:
+        with pytest.raises(CompletionFailed, match=r"did not answer complete_request within 0\.2 s"):
+            await engine.complete("import os; os.pa", 16)
+        # What the agent gets: an error reply to its request, not an empty completion.
+        runtime._op_complete(conn, {"op": "complete", "req": 7, "text": "import os; os.pa"})
+        while runtime._tasks:
+            await asyncio.gather(*runtime._tasks)
+    finally:
+        await engine.shutdown()
+    assert conn.replies == [
+        {
+            "t": "error",
+            "req": 7,
+            "data": {"message": "the kernel did not answer complete_request within 0.2 s"},
+        }
+    ]
+    assert not engine._replies  # the late answer, if it comes, is dropped
+
+
+async def test_a_completion_while_the_kernel_is_not_ready_is_an_error(tmp_path: Path) -> None:
+    engine = QueryEngine(str(tmp_path))
+    engine.error = "the ipykernel did not restart: RuntimeError('boom')"
+    try:
+        with pytest.raises(CompletionFailed, match="not ready: the ipykernel did not restart"):
+            await engine.complete("import os; os.pa", 16)
+    finally:
+        await engine.shutdown()
+
+
+# -- the runtime's own memory ---------------------------------------------------------------
+
+_LOADED_AFTER_START = """
+import asyncio, sys
+from kernlet.kernel.query import QueryEngine
+
+async def main() -> None:
+    engine = QueryEngine(sys.argv[1])
+    await engine.start()
+    try:
+        assert engine.ready, engine.error
+        print(sorted({m.split(".")[0] for m in sys.modules} & {"ipykernel", "IPython", "debugpy"}))
+    finally:
+        await engine.shutdown()
+
+asyncio.run(main())
+"""
+
+
+def test_the_runtime_does_not_load_the_kernels_stack(tmp_path: Path) -> None:
+    # For a kernel named "python3", jupyter_client imports ipykernel.kernelspec; in the
+    # image's ipykernel 6 that brings IPython and debugpy: 32 of the runtime's 68 MiB.
+    proc = subprocess.run(
+        [PYTHON, "-c", _LOADED_AFTER_START, str(tmp_path)],
+        env=dict(os.environ, PYTHONPATH=str(SRC)), capture_output=True, text=True,
+        timeout=120, check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[]"

@@ -8,6 +8,7 @@ shared with the agent, e.g. ``KERNLET_START_TIMEOUT``). Nothing here imports at 
 import time: ``python3 -m kernlet.kernel`` loads the modules it needs.
 
 Layout: ``outbox`` (buffered, coalesced, bounded output with sequence numbers), ``server``
-(socket, framing, op routing, the run queue), ``query`` (Python code on an ipykernel),
+(socket, framing, op routing, the run queue), ``query`` (Python code on an ipykernel) with
+``jupyter`` (its process and channels) and ``translate`` (its messages into run messages),
 ``batch`` (clean/build/exec shell commands). See docs/runtime.md for the protocol.
 """

@@ -1,90 +1,49 @@
 """Query mode: Python code runs on an ipykernel that this runtime starts and talks to.
 
-One asyncio loop drives everything: jupyter_client's AsyncKernelManager starts, interrupts
-and restarts the kernel; the AsyncKernelClient's channels are zmq.asyncio sockets, which
-this module reads itself (one task per channel) and routes by parent message id. Works with
-jupyter_client 7.4 (Debian bookworm, in the kernel image) and 8.x (the host venv).
-
-The kernel is started from a kernelspec this module writes, whose argv is this very
-interpreter running ``ipykernel_launcher``: the runtime and the kernel always share one Python.
+One asyncio loop drives everything. :class:`QueryEngine` owns the kernel's life (start,
+readiness, the idle watchdog, restart) and its requests (execute, input, complete, interrupt),
+and routes the messages it reads by parent message id: the ipykernel's process and channels
+are in :mod:`kernlet.kernel.jupyter`, the translation of a run's messages into kernlet's run
+messages in :mod:`kernlet.kernel.translate`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import hmac
-import json
 import logging
-import os
-import re
 import shutil
-import sys
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from kernlet.kernel import jupyter
+from kernlet.kernel.translate import (
+    EXIT_INTERRUPTED,
+    Emit,
+    Run,
+    exit_code,
+    on_input_request,
+    on_iopub,
+    strip_ansi,
+)
 from kernlet.layout import DEFAULT_START_TIMEOUT
 
 log = logging.getLogger("kernlet.kernel.query")
 
-__all__ = ["QueryEngine", "strip_ansi"]
+__all__ = ["COMPLETE_TIMEOUT", "CompletionFailed", "QueryEngine", "strip_ansi"]
 
-Emit = Callable[[str, Any], None]
-
-_ANSI = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)")
-#: Interrupted runs finish with this exit code (128 + SIGINT, like a shell).
-EXIT_INTERRUPTED = 130
 #: Seconds between liveness checks of an idle kernel.
 WATCH_INTERVAL = 2.0
+#: Seconds the kernel may take to answer a complete_request. A kernel's first completion is
+#: cold (IPython's jedi parses the module and its stubs): 1-3 s on an idle 2-core machine,
+#: 4-8 s on a loaded one. The agent waits 10 s for the reply (``RunBook.complete``): the
+#: runtime takes as long as it can and still answers first, with an error.
+COMPLETE_TIMEOUT = 9.0
 
 
-def strip_ansi(text: str) -> str:
-    return _ANSI.sub("", text)
-
-
-_DELIM = b"<IDS|MSG>"
-
-
-def _decode(session: Any, parts: list[bytes]) -> dict[str, Any]:
-    """A Jupyter wire message as a dict with header, parent_header, msg_type and content.
-
-    Session.deserialize also parses every date in the headers, adapts protocol versions and
-    keeps a replay-digest set: that is three quarters of the runtime's CPU per trivial run, and
-    none of it is needed here (a private ipc channel to a kernel of protocol 5.x). The HMAC
-    signature is still checked.
-    """
-    idx = parts.index(_DELIM)
-    signature, header, parent, metadata, content = parts[idx + 1 : idx + 6]
-    if session.auth is not None and not hmac.compare_digest(
-        signature, session.sign([header, parent, metadata, content])
-    ):
-        raise ValueError("invalid signature on a message from the kernel")
-    unpack = session.unpack
-    head = unpack(header)
-    return {
-        "header": head,
-        "msg_type": head.get("msg_type"),
-        "parent_header": unpack(parent),
-        "content": unpack(content),
-    }
-
-
-class _Run:
-    """One execute request on the kernel."""
-
-    def __init__(self, run_id: str, msg_id: str, emit: Emit) -> None:
-        self.run_id = run_id
-        self.msg_id = msg_id
-        self.emit = emit
-        loop = asyncio.get_running_loop()
-        self.reply: asyncio.Future[dict[str, Any]] = loop.create_future()
-        self.idle = asyncio.Event()
-        self.interrupted = False
-        self.waiting_input: dict[str, Any] | None = None
-        self.error_seen = False
+class CompletionFailed(Exception):
+    """The kernel cannot complete: it is not ready, did not answer in time, or failed."""
 
 
 class QueryEngine:
@@ -101,6 +60,7 @@ class QueryEngine:
         #: (named in the error when it is exceeded)
         self.start_timeout = start_timeout
         self.timeout_key = timeout_key
+        self.complete_timeout = COMPLETE_TIMEOUT
         self.ready = False
         self.error: str | None = None
         self.km: Any = None
@@ -108,55 +68,18 @@ class QueryEngine:
         self._dir = Path(tempfile.mkdtemp(prefix="kernlet-runtime-"))
         self._replies: dict[str, asyncio.Future[dict[str, Any]]] = {}
         self._iopub_parents: set[str] = set()
-        self._run: _Run | None = None
+        self._run: Run | None = None
         self._readers: list[asyncio.Task[None]] = []
         self._ready_event = asyncio.Event()
         self._lock = asyncio.Lock()  # held while (re)starting or beginning a run
 
     # -- lifecycle -------------------------------------------------------------------------
 
-    def _write_kernelspec(self) -> Path:
-        spec_dir = self._dir / "kernels" / "python3"
-        spec_dir.mkdir(parents=True, exist_ok=True)
-        spec = {
-            "argv": [
-                sys.executable,
-                "-Xfrozen_modules=off",  # else ipykernel's debugger warns at every start
-                "-m",
-                "ipykernel_launcher",
-                "-f",
-                "{connection_file}",
-            ],
-            "display_name": "Python 3 (kernlet)",
-            "language": "python",
-            "interrupt_mode": "signal",
-        }
-        (spec_dir / "kernel.json").write_text(json.dumps(spec))
-        return self._dir / "kernels"
-
     async def start(self) -> None:
         """Start the kernel and wait until it answers; sets ``ready`` or ``error``."""
         try:
-            from jupyter_client.kernelspec import KernelSpecManager
-            from jupyter_client.manager import AsyncKernelManager
-
-            ksm = KernelSpecManager(kernel_dirs=[str(self._write_kernelspec())])
-            km = AsyncKernelManager(kernel_name="python3", kernel_spec_manager=ksm)
-            km.connection_file = str(self._dir / "connection.json")
-            # Unix sockets beside the connection file: no TCP ports open in the container.
-            km.transport = "ipc"
-            env = dict(os.environ)
-            env.setdefault("MPLBACKEND", "module://matplotlib_inline.backend_inline")
-            env.setdefault("PYTHONUNBUFFERED", "1")
-            env.pop("PYTHONSTARTUP", None)
-            # ipykernel's debugger otherwise warns about frozen modules at every start.
-            env.setdefault("PYDEVD_DISABLE_FILE_VALIDATION", "1")
-            await km.start_kernel(env=env, cwd=self.workdir)
-            self.km = km
-            kc = km.client()
-            # shell= names the Jupyter shell channel, not a system shell.
-            kc.start_channels(shell=True, iopub=True, stdin=True, hb=False, control=False)  # noqa: S604
-            self.kc = kc
+            self.km = await jupyter.start_kernel(self._dir, self.workdir)
+            self.kc = kc = jupyter.connect(self.km)
             self._readers = [
                 asyncio.create_task(self._read(kc.shell_channel, self._on_shell)),
                 asyncio.create_task(self._read(kc.iopub_channel, self._on_iopub)),
@@ -187,11 +110,7 @@ class QueryEngine:
         await self._ready_event.wait()
 
     def kernel_pid(self) -> int | None:
-        try:
-            proc = self.km.provisioner.process  # jupyter_client >= 7
-        except AttributeError:
-            proc = getattr(self.km, "kernel", None)
-        return getattr(proc, "pid", None)
+        return jupyter.kernel_pid(self.km)
 
     async def _wait_ready(self, limit: float) -> None:
         """kernel_info until answered AND its status messages show up on iopub.
@@ -224,12 +143,7 @@ class QueryEngine:
     async def shutdown(self) -> None:
         for task in self._readers:
             task.cancel()
-        if self.kc is not None:
-            with contextlib.suppress(Exception):
-                self.kc.stop_channels()
-        if self.km is not None:
-            with contextlib.suppress(Exception):
-                await self.km.shutdown_kernel(now=True)
+        await jupyter.stop_kernel(self.km, self.kc)
         shutil.rmtree(self._dir, ignore_errors=True)
 
     async def _restart(self) -> None:
@@ -250,26 +164,8 @@ class QueryEngine:
 
     # -- channel readers -------------------------------------------------------------------
 
-    async def _read(self, channel: Any, handle: Callable[[dict[str, Any]], None]) -> None:
-        socket = channel.socket
-        session = self.kc.session
-        count = 0
-        while True:
-            try:
-                parts = await socket.recv_multipart()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("kernel channel closed")
-                return
-            try:
-                handle(_decode(session, parts))
-            except Exception:
-                log.exception("bad message from the kernel")
-            count += 1
-            if count % 64 == 0:
-                # A ready socket's recv does not yield; let the loop write output meanwhile.
-                await asyncio.sleep(0)
+    async def _read(self, channel: Any, handle: jupyter.Handler) -> None:
+        await jupyter.read_channel(channel, self.kc.session, handle)
 
     def _expect_reply(self, msg_id: str) -> asyncio.Future[dict[str, Any]]:
         fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
@@ -293,48 +189,13 @@ class QueryEngine:
                 # Output of a thread started by an earlier cell: show it with the current run.
                 run.emit(content.get("name", "stdout"), content.get("text", ""))
             return
-        if kind == "stream":
-            run.emit("stderr" if content.get("name") == "stderr" else "stdout", content["text"])
-        elif kind in ("display_data", "execute_result", "update_display_data"):
-            self._emit_data(run, content.get("data", {}), kind == "execute_result")
-        elif kind == "error":
-            run.error_seen = True
-            text = "\n".join(content.get("traceback") or [])
-            if not text:
-                text = f"{content.get('ename', 'Error')}: {content.get('evalue', '')}"
-            run.emit("stderr", strip_ansi(text) + "\n")
-        elif kind == "status" and content.get("execution_state") == "idle":
-            run.idle.set()
-
-    @staticmethod
-    def _emit_data(run: _Run, data: dict[str, Any], is_result: bool) -> None:
-        """The richest representation only: png, jpeg, svg, html, then plain text."""
-        for mime in ("image/png", "image/jpeg", "image/gif"):
-            if mime in data:
-                payload = str(data[mime]).replace("\n", "")
-                run.emit("media", {"type": mime, "data": f"data:{mime};base64,{payload}"})
-                return
-        if "image/svg+xml" in data:
-            run.emit("media", {"type": "image/svg+xml", "data": str(data["image/svg+xml"])})
-            return
-        if "text/html" in data:
-            run.emit("html", str(data["text/html"]))
-            return
-        text = data.get("text/plain")
-        if text is not None:
-            run.emit("stdout", str(text) + "\n")
+        on_iopub(run, kind, content)
 
     def _on_stdin(self, msg: dict[str, Any]) -> None:
         run = self._run
         if msg["msg_type"] != "input_request" or run is None:
             return
-        content = msg["content"]
-        request = {
-            "is_password": bool(content.get("password", False)),
-            "prompt": str(content.get("prompt", "")),
-        }
-        run.waiting_input = request
-        run.emit("waiting-input", request)
+        on_input_request(run, msg["content"])
 
     # -- operations ------------------------------------------------------------------------
 
@@ -359,7 +220,7 @@ class QueryEngine:
             msg_id = self.kc.execute(
                 code, silent=False, store_history=True, allow_stdin=True, stop_on_error=False
             )
-            run = _Run(run_id, msg_id, emit)
+            run = Run(run_id, msg_id, emit)
             self._replies[msg_id] = run.reply
             self._run = run
         try:
@@ -368,7 +229,7 @@ class QueryEngine:
             self._run = None
             self._replies.pop(msg_id, None)
 
-    async def _finish(self, run: _Run) -> int:
+    async def _finish(self, run: Run) -> int:
         done = asyncio.ensure_future(self._both(run))
         try:
             while True:
@@ -382,24 +243,10 @@ class QueryEngine:
                     return EXIT_INTERRUPTED if run.interrupted else 1
         finally:
             done.cancel()
-        reply = run.reply.result()["content"]
-        status = reply.get("status")
-        for item in reply.get("payload") or []:
-            if item.get("source") == "page":
-                text = item.get("data", {}).get("text/plain")
-                if text:
-                    run.emit("stdout", strip_ansi(str(text)) + "\n")
-        if status == "ok":
-            return 0
-        if run.interrupted and (status == "aborted" or reply.get("ename") == "KeyboardInterrupt"):
-            return EXIT_INTERRUPTED
-        if status == "error" and not run.error_seen:
-            text = "\n".join(reply.get("traceback") or []) or reply.get("evalue", "")
-            run.emit("stderr", strip_ansi(str(text)) + "\n")
-        return 1
+        return exit_code(run, run.reply.result()["content"])
 
     @staticmethod
-    async def _both(run: _Run) -> None:
+    async def _both(run: Run) -> None:
         await run.reply
         # The reply can overtake the last iopub messages; idle marks the end of output.
         try:
@@ -425,19 +272,28 @@ class QueryEngine:
         return self._run is not None
 
     async def complete(self, text: str, pos: int) -> dict[str, Any]:
-        empty = {"matches": [], "cursor_start": pos, "cursor_end": pos}
-        if not self.ready or self._run is not None:
+        """The kernel's completions of ``text`` at ``pos``; CompletionFailed if it is not
+        ready, does not answer within ``complete_timeout`` or answers with an error."""
+        if self._run is not None:
             # The kernel answers shell requests one at a time: it would not answer until the
             # running code finishes.
-            return empty
+            return {"matches": [], "cursor_start": pos, "cursor_end": pos}
+        if not self.ready:
+            raise CompletionFailed(f"the kernel is not ready: {self.error or 'it is starting'}")
         msg_id = self.kc.complete(text, pos)
         fut = self._expect_reply(msg_id)
         try:
-            reply = (await asyncio.wait_for(fut, 5.0))["content"]
+            reply = (await asyncio.wait_for(fut, self.complete_timeout))["content"]
         except TimeoutError:
-            return empty
+            log.warning("no complete_reply within %g s", self.complete_timeout)
+            raise CompletionFailed(
+                f"the kernel did not answer complete_request within {self.complete_timeout:g} s"
+            ) from None
         finally:
             self._replies.pop(msg_id, None)
+        if reply.get("status", "ok") != "ok":
+            what = f"{reply.get('ename', 'error')}: {reply.get('evalue', '')}"
+            raise CompletionFailed(f"the kernel's completion failed: {what}")
         return {
             "matches": list(reply.get("matches", [])),
             "cursor_start": int(reply.get("cursor_start", pos)),

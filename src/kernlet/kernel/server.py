@@ -21,7 +21,7 @@ from kernlet import __version__
 from kernlet.events.codec import CodecError, FrameReader, FrameTooLarge, frame
 from kernlet.kernel.batch import BatchEngine
 from kernlet.kernel.outbox import Outbox
-from kernlet.kernel.query import QueryEngine
+from kernlet.kernel.query import CompletionFailed, QueryEngine
 from kernlet.layout import DEFAULT_START_TIMEOUT
 
 log = logging.getLogger("kernlet.kernel.server")
@@ -302,18 +302,18 @@ class Runtime:
         text = msg["text"]
         if not isinstance(text, str):
             raise TypeError("text must be a string")
-        pos = msg.get("pos")
-        pos = len(text) if pos is None else max(0, min(int(pos), len(text)))
-        req = msg.get("req")
+        pos = len(text) if msg.get("pos") is None else max(0, min(int(msg["pos"]), len(text)))
 
         async def answer() -> None:
             try:
                 data = await self.query.complete(text, pos)
+            except CompletionFailed as exc:  # not ready, no answer in time, or its error
+                self._error(conn, msg, str(exc))
             except Exception as exc:
                 log.exception("completion failed")
-                conn.reply({"t": "error", "req": req, "data": {"message": repr(exc)}})
-                return
-            conn.reply({"t": "completion", "req": req, "data": data})
+                self._error(conn, msg, repr(exc))
+            else:
+                conn.reply({"t": "completion", "req": msg.get("req"), "data": data})
 
         self._spawn(answer())
 
