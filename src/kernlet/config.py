@@ -178,8 +178,8 @@ class ContainerSection(_Section):
     default_cpu: float = Field(default=1.0, gt=0)
     default_mem: int = 512 * 1024**2
     #: the smallest memory a kernel may be given: the runtime and an idle ipykernel take
-    #: about 106 MiB (measured, docs/resources.md); below this a create is refused
-    min_mem: int = 128 * 1024**2
+    #: about 76 MiB (measured, docs/resources.md); below this a create is refused
+    min_mem: int = 96 * 1024**2
     #: pull a missing image at create time when its name names a registry (host[:port]/...)
     auto_pull: bool = True
     #: seconds a pull may take

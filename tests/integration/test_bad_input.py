@@ -104,3 +104,12 @@ async def test_duplicate_kernel_id_and_terminated_kernel(
     with pytest.raises(KernelAlreadyExists):
         await client.create_kernel(IMAGE, kernel_id="dup-kernel")
     assert "dup-kernel" not in agent.scratch_dirs()
+
+
+async def test_memory_below_the_smallest_kernel_is_refused(
+    client: KernletClient, agent: AgentProcess
+) -> None:
+    before = len(await client.list_kernels(all=True))
+    with no_leaks(agent), pytest.raises(InvalidRequest, match="container.min-mem"):
+        await client.create_kernel(IMAGE, mem=64 * 1024**2)
+    assert len(await client.list_kernels(all=True)) == before  # nothing was even recorded

@@ -102,7 +102,7 @@ def _create_kernels(agent: AgentActor, req: CreateKernels, cmd: Command) -> None
         raise InvalidRequest(
             f"kernel(s) {small}: mem below the smallest a kernel can be given "
             f"({c.min_mem // 1024**2} MiB, container.min-mem: the runtime and an idle "
-            "ipykernel take about 106 MiB)")
+            "ipykernel take about 76 MiB)")
     gather = Gather(len(req.kernel_ids), lambda results: cmd.reply.ok({"kernels": results}))
     for i, (kernel_id, kconfig) in enumerate(zip(req.kernel_ids, req.configs, strict=True)):
         ref = agent.start_kernel(kernel_id, None)
