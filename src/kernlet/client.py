@@ -37,7 +37,7 @@ from kernlet.protocol import command_subject
 __all__ = ["EventSubscriber", "KernletClient"]
 
 OutputCallback = Callable[[str, Any], Awaitable[None] | None]
-InputCallback = Callable[[dict[str, Any]], Awaitable[str] | str]
+InputCallback = Callable[[dict[str, Any]], Awaitable[str | None] | str | None]
 
 
 def _result(body: Any) -> Any:
@@ -111,6 +111,10 @@ class KernletClient:
             raise AgentUnavailable("client not connected")
         return self._nc
 
+    def _no_agent(self) -> str:
+        return (f"no agent {self.agent_id!r} listens on NATS at {self.url} "
+                f"(subject prefix {self.prefix!r})")
+
     def subject(self, command: str) -> str:
         return command_subject(self.prefix, self.agent_id, command)
 
@@ -124,7 +128,7 @@ class KernletClient:
                 self.subject(command), data, timeout=timeout or self.timeout
             )
         except nats.errors.NoRespondersError as exc:
-            raise AgentUnavailable(f"no agent {self.agent_id!r} listens on NATS") from exc
+            raise AgentUnavailable(self._no_agent()) from exc
         except nats.errors.TimeoutError as exc:
             raise AgentTimeout(f"{command}: no reply within {timeout or self.timeout} s") from exc
         return _result(unpack(msg.data, max_size=64 * 1024 * 1024))
@@ -133,6 +137,10 @@ class KernletClient:
 
     async def ping(self, msg: str = "") -> dict[str, Any]:
         return dict(await self.call("ping", msg=msg))
+
+    async def gather_hwinfo(self) -> dict[str, Any]:
+        """``{plugins: {key: {slots, ...facts}}, slots: {name: {type, capacity, used, free}}}``."""
+        return dict(await self.call("gather_hwinfo"))
 
     async def create_kernels(
         self, configs: list[dict[str, Any]], session_id: str | None = None,
@@ -207,15 +215,25 @@ class KernletClient:
         """Start pulling an image unless present; answers at once (status present/pulling)."""
         return dict(await self.call("check_and_pull", image=image, timeout=timeout))
 
-    async def pull(self, image: str, timeout: float = 7200.0) -> dict[str, Any]:
-        """check_and_pull, then wait for its image_pulled event; raises DockerError."""
+    async def pull(self, image: str, timeout: float = 7200.0,
+                   on_progress: Callable[[dict[str, Any]], None] | None = None,
+                   ) -> dict[str, Any]:
+        """check_and_pull, then wait for its image_pulled event; raises DockerError.
+        ``on_progress`` gets each ``image_pull_progress`` payload of that image."""
         events = await EventSubscriber(self.nc, self.prefix, self.agent_id).start()
+
+        def done(e: dict[str, Any]) -> bool:
+            if e["payload"].get("image") != image:
+                return False
+            if e["type"] == "image_pull_progress" and on_progress is not None:
+                on_progress(dict(e["payload"]))
+            return bool(e["type"] == "image_pulled")
+
         try:
             res = await self.check_and_pull(image, timeout)
             if res["status"] == "present":
                 return res
-            ev = await events.until(lambda e: e["type"] == "image_pulled"
-                                    and e["payload"]["image"] == image, timeout + 5)
+            ev = await events.until(done, timeout + 5)
             if not ev["payload"]["ok"]:
                 raise DockerError(str(ev["payload"]["error"]))
             return {"image": image, "status": "pulled", "id": ev["payload"]["image_id"]}
@@ -262,11 +280,15 @@ class KernletClient:
 
     async def stream(
         self, kernel_id: str, code: str = "", mode: str = "query", run_id: str | None = None,
-        opts: dict[str, Any] | None = None,
+        opts: dict[str, Any] | None = None, timeout: float | None = None,
     ) -> AsyncIterator[tuple[str, Any]]:
-        """Yield ``(type, data)`` output items as produced; last item ``("result", {...})``."""
-        args = {"kernel_id": kernel_id, "run_id": run_id or uuid.uuid4().hex, "mode": mode,
-                "code": code, "opts": opts or {}, "stream": True}
+        """Yield ``(type, data)`` output items as produced; last item ``("result", {...})``.
+        ``timeout`` limits the run (past it the agent interrupts it: ``exec-timeout``)."""
+        args: dict[str, Any] = {"kernel_id": kernel_id, "run_id": run_id or uuid.uuid4().hex,
+                                "mode": mode, "code": code, "opts": opts or {},
+                                "stream": True}
+        if timeout is not None:
+            args["timeout"] = timeout
         inbox = self.nc.new_inbox()
         sub = await self.nc.subscribe(inbox)
         try:
@@ -277,7 +299,7 @@ class KernletClient:
                 except nats.errors.TimeoutError:
                     continue
                 if msg.headers and msg.headers.get("Status") == "503":
-                    raise AgentUnavailable(f"no agent {self.agent_id!r} listens on NATS")
+                    raise AgentUnavailable(self._no_agent())
                 body = unpack(msg.data, max_size=64 * 1024 * 1024)
                 if isinstance(body, dict) and "output" in body and body.get("ok"):
                     for kind, data in body["output"]:
@@ -291,16 +313,18 @@ class KernletClient:
     async def run(
         self, kernel_id: str, code: str = "", mode: str = "query",
         opts: dict[str, Any] | None = None, on_output: OutputCallback | None = None,
-        on_input: InputCallback | None = None,
+        on_input: InputCallback | None = None, timeout: float | None = None,
     ) -> dict[str, Any]:
         """Run code to the end, streaming output to ``on_output``; answers input via
-        ``on_input``. Returns the final result (``status``, ``exitCode``)."""
+        ``on_input`` (returning None declines: the run is interrupted, as without
+        ``on_input``). Returns the final result (``status``, ``exitCode``)."""
         run_id = uuid.uuid4().hex
         call_mode, text = mode, code
         while True:
             result: dict[str, Any] = {}
             prompt: Any = {}
-            async for kind, data in self.stream(kernel_id, text, call_mode, run_id, opts):
+            async for kind, data in self.stream(kernel_id, text, call_mode, run_id, opts,
+                                                timeout if call_mode == mode else None):
                 if kind == "result":
                     result = dict(data)
                 elif kind == "waiting-input":
@@ -311,13 +335,15 @@ class KernletClient:
                         await maybe
             if result.get("status") != "waiting-input":
                 return result
-            if on_input is None:
+            answer = None if on_input is None else on_input(
+                prompt if isinstance(prompt, dict) else {})
+            if asyncio.iscoroutine(answer):
+                answer = await answer
+            if answer is None:
                 await self.interrupt(kernel_id)
                 call_mode, text = "continue", ""
                 continue
-            answer = on_input(prompt if isinstance(prompt, dict) else {})
-            text = await answer if asyncio.iscoroutine(answer) else str(answer)
-            call_mode = "input"
+            text, call_mode = str(answer), "input"
 
 
 class EventSubscriber:

@@ -1,25 +1,36 @@
-"""``kernlet image build python`` and ``kernlet image ls``: kernel images, built locally."""
+"""``kernlet image build python`` and ``kernlet image ls``: kernel images, built locally;
+``kernlet image pull``: an agent pulls an image from its registry."""
 
 from __future__ import annotations
 
 import json
+import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import click
 from rich.console import Console
-from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
-from rich.table import Table
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    SpinnerColumn,
+    TextColumn,
+    TimeElapsedColumn,
+)
 
 from kernlet import images
 from kernlet.cli import main
+from kernlet.cli._out import console, json_line, table
+from kernlet.cli._remote import Target, connection_options, go
 
 _console = Console()
 
 
 @main.group()
 def image() -> None:
-    """Kernel images: built from Debian packages with mmdebstrap and docker import."""
+    """Kernel images: built here from Debian packages (build, ls), or pulled by an agent."""
 
 
 @image.command()
@@ -88,17 +99,51 @@ def ls(as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(found, indent=2))
         return
-    table = Table(title_justify="left")
-    for column in ("tags", "id", "created", "size", "runtime path", "features"):
-        table.add_column(column)
+    rows = []
     for item in found:
         labels = item["labels"]
-        table.add_row(
+        rows.append([
             ", ".join(item["tags"]) or "<untagged>",
             item["id"].removeprefix("sha256:")[:12],
-            item["created"][:19].replace("T", " "),
+            item["created"],
             f"{item['size'] / 1e6:.0f} MB",
             labels.get("ai.kernlet.runtime-path", "?"),
             labels.get("ai.kernlet.features", ""),
-        )
-    _console.print(table)
+        ])
+    table(["tags", "id", "created", "size", "runtime path", "features"], rows)
+
+
+@image.command("pull")
+@click.argument("name")
+@connection_options
+@click.option("--pull-timeout", type=click.FloatRange(min=1, max=24 * 3600), default=7200.0,
+              show_default=True, help="seconds the agent may take for the pull")
+@click.option("--json", "as_json", is_flag=True,
+              help='JSON lines: {"type": "progress", "data": {status, current, total}} '
+              'while pulling, then {"type": "result", "data": {image, status, id}}')
+def pull(name: str, target: Target, pull_timeout: float, as_json: bool) -> None:
+    """Have the agent pull image NAME (unless present), showing its progress."""
+    if as_json:
+        def show(p: dict[str, Any]) -> None:
+            json_line({"type": "progress", "data": p})
+
+        res = go(target, lambda c: c.pull(name, pull_timeout, on_progress=show))
+        json_line({"type": "result", "data": res})
+        return
+    piped = not sys.stdout.isatty()
+    with Progress(TextColumn("[bold]{task.description}"), BarColumn(),
+                  DownloadColumn(), TimeElapsedColumn(), console=console(),
+                  transient=True, disable=piped) as progress:
+        task = progress.add_task(f"{name}: asking {target.agent_id}", total=None)
+
+        def bar(p: dict[str, Any]) -> None:
+            total = p.get("total") or None
+            progress.update(task, description=f"{name}: {p.get('status', '')}",
+                            completed=p.get("current") or 0, total=total)
+            if piped:
+                click.echo(f"{name}: {p.get('status', '')} {p.get('current') or 0}/"
+                           f"{p.get('total') or '?'}")
+
+        res = go(target, lambda c: c.pull(name, pull_timeout, on_progress=bar))
+    short = str(res.get("id") or "").removeprefix("sha256:")[:12]
+    click.echo(f"{name} {res['status']} ({short})")

@@ -1,60 +1,34 @@
-"""``kernlet kernel ...``: create, run code in, list, inspect and destroy kernels over NATS."""
+"""``kernlet kernel ...``: create, list, inspect, restart, interrupt and destroy kernels, read
+their logs, ask for completions and start services, over NATS. ``exec`` lives in
+:mod:`kernlet.cli.kernel_exec`, ``files`` and ``cp`` in :mod:`kernlet.cli.kernel_files`."""
 
 from __future__ import annotations
 
-import asyncio
 import json
-import sys
-from collections.abc import Awaitable, Callable
-from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import click
 
 from kernlet.cli import main
-from kernlet.client import KernletClient
-from kernlet.config import ConfigError, load_config, parse_size
-from kernlet.errors import KernletError
+from kernlet.cli._out import emit, iso, table
+from kernlet.cli._remote import EXIT_CODES_HELP, Target, connection_options, go
+from kernlet.config import parse_size
 
-T = TypeVar("T")
-
-
-def _client(ctx: click.Context) -> KernletClient:
-    o = ctx.obj
-    return KernletClient(o["nats"], agent_id=o["agent_id"], prefix=o["prefix"])
+_JSON = click.option("--json", "as_json", is_flag=True, help="print the result as JSON")
 
 
-def _go(ctx: click.Context, fn: Callable[[KernletClient], Awaitable[T]]) -> T:
-    async def body() -> T:
-        async with _client(ctx) as c:
-            return await fn(c)
-
-    try:
-        return asyncio.run(body())
-    except KernletError as exc:
-        click.echo(f"error: {exc.type}: {exc.message}", err=True)
-        sys.exit(1)
+def target(ctx: click.Context) -> Target:
+    t = ctx.find_object(Target)
+    assert t is not None, "the kernel group stores its Target"
+    return t
 
 
-def _emit(as_json: bool, data: Any, text: str) -> None:
-    click.echo(json.dumps(data, indent=2, default=str) if as_json else text)
-
-
-@main.group()
-@click.option("--config", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="agent.toml to read the NATS address and agent id from")
-@click.option("--nats", envvar="KERNLET_NATS_URL", default=None, help="NATS URL")
-@click.option("--agent-id", envvar="KERNLET_AGENT_ID", default=None, help="agent to talk to")
+@main.group(epilog=EXIT_CODES_HELP)
+@connection_options
 @click.pass_context
-def kernel(ctx: click.Context, config: Path | None, nats: str | None,
-           agent_id: str | None) -> None:
+def kernel(ctx: click.Context, target: Target) -> None:
     """Manage kernels on an agent (defaults come from the agent's config file)."""
-    try:
-        cfg = load_config(config)
-    except ConfigError as exc:
-        raise click.ClickException(str(exc)) from exc
-    ctx.obj = {"nats": nats or cfg.nats.url, "agent_id": agent_id or cfg.agent.id,
-               "prefix": cfg.nats.subject_prefix}
+    ctx.obj = target
 
 
 @kernel.command("create")
@@ -72,100 +46,145 @@ def create(ctx: click.Context, image: str, cpu: float | None, mem: str | None,
     if cpu is not None:
         config["cpu"] = cpu
     if mem is not None:
-        config["mem"] = parse_size(mem)
+        try:
+            config["mem"] = parse_size(mem)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--mem") from exc
     if kernel_id:
         config["kernel_id"] = kernel_id
-    res = _go(ctx, lambda c: c.create_kernel(image, **config))
-    _emit(as_json, res, str(res["id"]))
-
-
-@kernel.command("exec")
-@click.argument("kernel_id")
-@click.option("--code", default=None, help="code to run")
-@click.option("--file", "file", type=click.File("r"), default=None, help="file with the code")
-@click.option("--mode", type=click.Choice(["query", "batch"]), default="query",
-              help="query: Python on the kernel; batch: the code is a shell command")
-@click.option("--build", default=None, help="batch mode: build command run before the code")
-@click.option("--json", "as_json", is_flag=True, help="print output items and result as JSON")
-@click.pass_context
-def exec_(ctx: click.Context, kernel_id: str, code: str | None, file: Any, mode: str,
-          build: str | None, as_json: bool) -> None:
-    """Run code, stream its output, exit with its exit status."""
-    if (code is None) == (file is None):
-        raise click.UsageError("give exactly one of --code or --file")
-    text = code if code is not None else file.read()
-    opts = {"exec": text, "build": build} if mode == "batch" else None
-    items: list[Any] = []
-
-    def out(kind: str, data: Any) -> None:
-        if as_json:
-            items.append([kind, data])
-        elif kind == "stdout":
-            click.echo(data, nl=False)
-        elif kind == "stderr":
-            click.echo(data, nl=False, err=True)
-        elif kind == "media":
-            click.echo(f"[media {data.get('type') if isinstance(data, dict) else ''}]")
-        elif kind == "html":
-            click.echo(f"[html {len(data)} chars]")
-
-    def ask(prompt: dict[str, Any]) -> str:
-        return str(click.prompt(prompt.get("prompt") or "input", default="",
-                                hide_input=bool(prompt.get("is_password")),
-                                show_default=False))
-
-    res = _go(ctx, lambda c: c.run(kernel_id, text if mode == "query" else "", mode, opts,
-                                   on_output=out, on_input=ask))
-    if as_json:
-        click.echo(json.dumps({"output": items, "result": res}, default=str))
-    code_ = res.get("exitCode")
-    sys.exit(int(code_) if isinstance(code_, int) else 0)
+    res = go(target(ctx), lambda c: c.create_kernel(image, **config))
+    emit(as_json, res, str(res["id"]))
 
 
 @kernel.command("ls")
 @click.option("--all", "all_", is_flag=True, help="include terminated kernels")
-@click.option("--json", "as_json", is_flag=True)
+@_JSON
 @click.pass_context
 def ls(ctx: click.Context, all_: bool, as_json: bool) -> None:
     """List kernels."""
-    ks = _go(ctx, lambda c: c.list_kernels(all=all_))
-    lines = [f"{'ID':18} {'STATE':12} {'IMAGE':24} REASON"]
-    lines += [f"{k['id']:18} {k['state']:12} {k['image']:24} {k['reason']}" for k in ks]
-    _emit(as_json, ks, "\n".join(lines))
+    ks = go(target(ctx), lambda c: c.list_kernels(all=all_))
+    if as_json:
+        emit(True, ks, "")
+        return
+    table(["ID", "STATE", "IMAGE", "CREATED", "RUNS", "REASON"],
+          [[k["id"], k["state"], k["image"], iso(k.get("created_at")), k.get("executions"),
+            k.get("reason")] for k in ks])
 
 
 @kernel.command("destroy")
 @click.argument("kernel_id")
-@click.option("--json", "as_json", is_flag=True)
+@_JSON
 @click.pass_context
 def destroy(ctx: click.Context, kernel_id: str, as_json: bool) -> None:
     """Destroy a kernel; returns when it is cleaned up."""
-    res = _go(ctx, lambda c: c.destroy_kernel(kernel_id))
-    _emit(as_json, res, f"{kernel_id} terminated ({res.get('reason')}, "
-                        f"exit code {res.get('exit_code')})")
+    res = go(target(ctx), lambda c: c.destroy_kernel(kernel_id))
+    emit(as_json, res, f"{kernel_id} terminated ({res.get('reason')}, "
+                       f"exit code {res.get('exit_code')})")
+
+
+@kernel.command("restart")
+@click.argument("kernel_id")
+@_JSON
+@click.pass_context
+def restart(ctx: click.Context, kernel_id: str, as_json: bool) -> None:
+    """Restart a kernel's container (same id, same resources, /home/work kept)."""
+    res = go(target(ctx), lambda c: c.restart_kernel(kernel_id))
+    emit(as_json, res, f"{kernel_id} restarted")
+
+
+@kernel.command("interrupt")
+@click.argument("kernel_id")
+@_JSON
+@click.pass_context
+def interrupt(ctx: click.Context, kernel_id: str, as_json: bool) -> None:
+    """Interrupt the code running in a kernel (KeyboardInterrupt; SIGINT in batch mode)."""
+    res = go(target(ctx), lambda c: c.interrupt(kernel_id))
+    emit(as_json, res, f"{kernel_id} interrupted")
 
 
 @kernel.command("reset")
 @click.option("--yes", is_flag=True, help="do not ask for confirmation")
-@click.option("--json", "as_json", is_flag=True)
+@_JSON
 @click.pass_context
 def reset(ctx: click.Context, yes: bool, as_json: bool) -> None:
     """Destroy EVERY kernel of the agent (stopping the agent never does this)."""
+    t = target(ctx)
     if not yes:
-        click.confirm(f"destroy every kernel of agent {ctx.obj['agent_id']}?", abort=True)
-    ids = _go(ctx, lambda c: c.reset_agent())
-    _emit(as_json, ids, f"destroyed {len(ids)} kernel(s)")
+        click.confirm(f"destroy every kernel of agent {t.agent_id}?", abort=True)
+    ids = go(t, lambda c: c.reset_agent())
+    emit(as_json, ids, f"destroyed {len(ids)} kernel(s)")
 
 
 @kernel.command("events")
 @click.argument("kernel_id")
-@click.option("--json", "as_json", is_flag=True)
+@_JSON
 @click.pass_context
 def events(ctx: click.Context, kernel_id: str, as_json: bool) -> None:
     """A kernel's history from the agent's event log."""
-    evs = _go(ctx, lambda c: c.events(kernel_id))
-    lines = []
+    evs = go(target(ctx), lambda c: c.events(kernel_id))
+    if as_json:
+        emit(True, evs, "")
+        return
+    rows = []
     for e in evs:
         detail = {k: v for k, v in e["payload"].items() if k not in ("config", "info") and v}
-        lines.append(f"{e['seq']:4} {e['time']:.3f} {e['type']:24} {json.dumps(detail)}")
-    _emit(as_json, evs, "\n".join(lines))
+        rows.append([e["seq"], iso(e["time"]), e["type"], json.dumps(detail, default=str)])
+    table(["SEQ", "TIME", "TYPE", "DETAIL"], rows)
+
+
+@kernel.command("logs")
+@click.argument("kernel_id")
+@click.option("--tail", type=click.IntRange(1, 100_000), default=1000, show_default=True,
+              help="how many of the last lines of the container's output to show")
+@click.option("--json", "as_json", is_flag=True,
+              help='print {"kernel_id", "logs"} as JSON')
+@click.pass_context
+def logs(ctx: click.Context, kernel_id: str, tail: int, as_json: bool) -> None:
+    """The kernel container's own output (the runtime's log, not the code's output)."""
+    text = go(target(ctx), lambda c: c.logs(kernel_id, tail))
+    if as_json:
+        emit(True, {"kernel_id": kernel_id, "logs": text}, "")
+    else:
+        click.echo(text, nl=not text.endswith("\n"))
+
+
+@kernel.command("complete")
+@click.argument("kernel_id")
+@click.argument("text")
+@click.option("--pos", type=click.IntRange(min=0), default=None,
+              help="cursor position in TEXT [default: its end]")
+@_JSON
+@click.pass_context
+def complete(ctx: click.Context, kernel_id: str, text: str, pos: int | None,
+             as_json: bool) -> None:
+    """Ask the kernel for completions of TEXT (one match a line)."""
+    res = go(target(ctx), lambda c: c.complete(kernel_id, text, pos))
+    matches = res.get("matches", [])
+    emit(as_json, res, "\n".join(str(m) for m in matches))
+
+
+@kernel.group("service")
+def service() -> None:
+    """Start or stop an in-container service (e.g. jupyter, ttyd) of a kernel."""
+
+
+@service.command("start")
+@click.argument("kernel_id")
+@click.argument("name")
+@_JSON
+@click.pass_context
+def service_start(ctx: click.Context, kernel_id: str, name: str, as_json: bool) -> None:
+    """Start service NAME; prints its URL once it answers."""
+    res = go(target(ctx), lambda c: c.start_service(kernel_id, name))
+    emit(as_json, res, str(res.get("url", res)))
+
+
+@service.command("stop")
+@click.argument("kernel_id")
+@click.argument("name")
+@_JSON
+@click.pass_context
+def service_stop(ctx: click.Context, kernel_id: str, name: str, as_json: bool) -> None:
+    """Stop service NAME."""
+    res = go(target(ctx), lambda c: c.shutdown_service(kernel_id, name))
+    emit(as_json, res, f"{name} stopped")

@@ -1,0 +1,5 @@
+"""``python -m kernlet.cli``: the ``kernlet`` command."""
+
+from kernlet.cli import main
+
+main()
