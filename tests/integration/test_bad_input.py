@@ -110,6 +110,6 @@ async def test_memory_below_the_smallest_kernel_is_refused(
     client: KernletClient, agent: AgentProcess
 ) -> None:
     before = len(await client.list_kernels(all=True))
-    with no_leaks(agent), pytest.raises(InvalidRequest, match="container.min-mem"):
+    with no_leaks(agent), pytest.raises(InvalidRequest, match=r"container\.min-mem"):
         await client.create_kernel(IMAGE, mem=64 * 1024**2)
     assert len(await client.list_kernels(all=True)) == before  # nothing was even recorded
