@@ -8,8 +8,9 @@ an actor: it goes from the socket straight to the caller. The kernel actor hears
 run finished (``on_finished``) and that the channel was lost (``on_lost``).
 
 Output is bounded per run (``output_limit`` bytes, ``limits.run-output-buffer``): past it the
-channel stops reading the socket until a caller takes the output, so a slow sink or a caller
-that does not collect holds back the runtime (whose own bounded outbox slows batch commands or
+channel stops reading the socket until a caller takes the output (a batched call waiting
+returns ``continued`` at once), so a slow sink or a caller that does not collect holds back
+the runtime (whose own bounded outbox slows batch commands or
 drops query output, with a note) instead of growing the agent. The agent drops output itself
 only where holding back cannot work: a run that a later run waits for (nobody collects it) is
 not held, and while a request's reply is awaited the channel reads on, up to twice the bound.
@@ -317,7 +318,9 @@ class RunBook:
                 break
             run.changed.clear()
             timeout = None if deadline is None else deadline - time.monotonic()
-            if timeout is not None and timeout <= 0:
+            if (timeout is not None and timeout <= 0) or self._holding is run:
+                # flush timeout, or the output is at the bound: the caller takes it and
+                # calls again (waiting on would hold the run and this call forever)
                 status = "continued"
                 break
             try:
