@@ -285,8 +285,11 @@ class LimitsSection(_Section):
     max_request: int = 1024 * 1024
     #: largest code string accepted by execute (bytes)
     max_code: int = 512 * 1024
+    #: output of one run the agent holds for its caller (bytes); past it the runtime is held
+    #: back (its own buffer slows batch commands or drops query output, with a note)
+    run_output_buffer: int = Field(default=8 * 1024 * 1024, ge=64 * 1024)
 
-    @field_validator("max_request", "max_code", mode="before")
+    @field_validator("max_request", "max_code", "run_output_buffer", mode="before")
     @classmethod
     def _size(cls, v: Any) -> int:
         return parse_size(v)

@@ -25,6 +25,11 @@ __all__ = ["CommandServer"]
 
 log = logging.getLogger(__name__)
 
+#: Bytes of a streaming execute's output published between two flushes: the agent waits for
+#: NATS to take them before it publishes more, so a lagging NATS holds back the run (see
+#: RunBook) instead of piling up in the client's outgoing buffer.
+STREAM_WINDOW = 1024 * 1024
+
 
 class CommandServer:
     def __init__(
@@ -87,9 +92,16 @@ class CommandServer:
         sink = None
         if isinstance(parsed, Execute) and parsed.stream and req.reply:
             inbox = req.reply
+            unflushed = 0
 
             async def sink(items: list[list[Any]]) -> None:
-                await self._bus.publish(inbox, pack({"ok": True, "output": items}))
+                nonlocal unflushed
+                data = pack({"ok": True, "output": items})
+                await self._bus.publish(inbox, data)
+                unflushed += len(data)
+                if unflushed >= STREAM_WINDOW:
+                    unflushed = 0
+                    await self._bus.flush()
 
         try:
             self._agent.tell(Command(parsed, reply, sink))

@@ -104,6 +104,7 @@ class KernelActor(LoopActor):
         return RunBook(
             steps.kernel_dirs(self.ctx.cfg, self.kernel_id).socket,
             self._on_run_finished, self._on_lost, self._on_run_timeout,
+            output_limit=self.ctx.cfg.limits.run_output_buffer,
         )
 
     # -- messages --------------------------------------------------------------------------

@@ -6,6 +6,16 @@ run that no caller has collected yet, and answers ``execute`` calls the way the 
 exit code), or streams each item to a sink as soon as it arrives. Output never passes through
 an actor: it goes from the socket straight to the caller. The kernel actor hears only that a
 run finished (``on_finished``) and that the channel was lost (``on_lost``).
+
+Output is bounded per run (``output_limit`` bytes, ``limits.run-output-buffer``): past it the
+channel stops reading the socket until a caller takes the output (a batched call waiting
+returns ``continued`` at once), so a slow sink or a caller that does not collect holds back
+the runtime (whose own bounded outbox slows batch commands or
+drops query output, with a note) instead of growing the agent. The agent drops output itself
+only where holding back cannot work: a run that a later run waits for (nobody collects it) is
+not held, and while a request's reply is awaited the channel reads on, up to twice the bound.
+Then the oldest output goes, and one stderr item in the run's console, ``[kernlet: N bytes of
+output were dropped: ...]``, says how much (the shape of the runtime's own note).
 """
 
 from __future__ import annotations
@@ -21,7 +31,7 @@ from typing import Any
 from kernlet.drivers.runtime import RuntimeChannel
 from kernlet.errors import KernelNotRunning, RuntimeUnavailable
 
-__all__ = ["OUTPUT_TYPES", "RunBook", "RunResult"]
+__all__ = ["DEFAULT_OUTPUT_LIMIT", "OUTPUT_TYPES", "RunBook", "RunResult", "output_size"]
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +39,19 @@ log = logging.getLogger(__name__)
 OUTPUT_TYPES = frozenset({"stdout", "stderr", "media", "html", "log"})
 _STEP_STOPS = {"build-finished", "clean-finished"}
 _STOPS = {"finished", "waiting-input", *_STEP_STOPS}
+#: output types the agent may drop (as the runtime's outbox: not ``log``, never the stops)
+_DROPPABLE = frozenset({"stdout", "stderr", "media", "html"})
+DEFAULT_OUTPUT_LIMIT = 8 * 1024 * 1024
+#: largest batch of items handed to a sink at once (one NATS message each)
+SINK_BATCH = 256 * 1024
+_OVERHEAD = 64
+
+
+def output_size(kind: str, data: Any) -> int:
+    """Bytes counted for one console item (as the runtime's outbox counts a message)."""
+    if isinstance(data, dict):
+        data = data.get("data")
+    return (len(data) if isinstance(data, str | bytes) else 0) + _OVERHEAD
 
 Sink = Callable[[list[list[Any]]], Awaitable[None]]
 
@@ -45,6 +68,14 @@ class _Run:
     done: asyncio.Event = field(default_factory=asyncio.Event)
     #: the run exceeded its time limit and was interrupted
     timed_out: bool = False
+    #: bytes of console output no caller has taken yet
+    buffered: int = 0
+    #: a later run waits for this one: drop its output past the bound instead of holding it
+    spill: bool = False
+    #: bytes dropped from the console in all; the stderr item saying so, and its bytes
+    dropped: int = 0
+    note: list[Any] | None = None
+    noted: int = 0
 
     @property
     def exit_code_known(self) -> bool:
@@ -76,8 +107,12 @@ class RunBook:
         on_finished: Callable[[str, str, int | None], None],
         on_lost: Callable[[], None],
         on_timeout: Callable[[str, float], None] = lambda _run, _t: None,
+        output_limit: int = DEFAULT_OUTPUT_LIMIT,
     ) -> None:
         self.channel = RuntimeChannel(socket_path, self._on_message, on_lost)
+        self.output_limit = output_limit
+        #: the run whose full console paused the channel
+        self._holding: _Run | None = None
         self._on_finished = on_finished
         self._on_timeout = on_timeout
         self._watchdogs: set[asyncio.Task[None]] = set()
@@ -96,6 +131,13 @@ class RunBook:
         data = msg.get("data")
         if kind in OUTPUT_TYPES:
             run.console.append([kind, data])
+            run.buffered += output_size(kind, data)
+            if run.buffered > self.output_limit:
+                if run.spill or run.buffered > 2 * self.output_limit:
+                    self._drop_oldest(run)
+                else:
+                    self._holding = run
+                    self.channel.pause()
         elif kind in _STOPS:
             code = data.get("exitCode") if isinstance(data, dict) else None
             run.status = kind
@@ -151,6 +193,7 @@ class RunBook:
             run = self._start(run_id, mode)
             previous = [r for r in self._order[:-1] if not self._runs[r].done.is_set()]
             for other in previous:  # one run at a time: wait for the ones before
+                self._unblock(self._runs[other])
                 await self._runs[other].done.wait()
             msg: dict[str, Any] = {"op": "execute", "run_id": run_id, "mode": mode}
             msg.update({"code": code} if mode == "query" else {"opts": opts})
@@ -163,6 +206,61 @@ class RunBook:
             run.status = "running"
             await self._send({"op": "input", "run_id": run_id, "text": code})
         return await self._collect(run, flush_timeout, sink)
+
+    def _take(self, run: _Run, max_bytes: int | None = None) -> list[list[Any]]:
+        """Remove the run's console items, oldest first (about ``max_bytes`` of them)."""
+        if max_bytes is None:
+            items, run.console = run.console, []
+            run.buffered = 0
+        else:
+            taken, count = 0, 0
+            for kind, data in run.console:
+                if count and taken >= max_bytes:
+                    break
+                taken += output_size(kind, data)
+                count += 1
+            items, run.console = run.console[:count], run.console[count:]
+            run.buffered = max(0, run.buffered - taken)
+        if run.note is not None and any(item is run.note for item in items):
+            run.note, run.noted = None, 0  # taken: later drops get a note of their own
+        if self._holding is run and run.buffered <= self.output_limit:
+            self._holding = None
+            self.channel.resume()
+        return items
+
+    def _unblock(self, run: _Run) -> None:
+        """A later run waits for ``run``: stop holding the channel for its output."""
+        run.spill = True
+        if run.buffered > self.output_limit:
+            self._drop_oldest(run)
+
+    def _drop_oldest(self, run: _Run) -> None:
+        """Drop the oldest droppable output down to 3/4 of the bound; a stderr note in the
+        place of the first says how much (one note until a caller takes it)."""
+        target = self.output_limit * 3 // 4
+        kept: list[list[Any]] = []
+        dropped = 0
+        for item in run.console:
+            if item is not run.note and item[0] in _DROPPABLE and run.buffered > target:
+                size = output_size(item[0], item[1])
+                run.buffered -= size
+                dropped += size
+                if run.note is None:
+                    run.note = ["stderr", ""]
+                    kept.append(run.note)
+                    run.buffered += _OVERHEAD
+                continue
+            kept.append(item)
+        run.console = kept
+        run.dropped += dropped
+        run.noted += dropped
+        if run.note is not None:
+            run.note[1] = (f"\n[kernlet: {run.noted} bytes of output were dropped: "
+                           "the agent's buffer for this run (limits.run-output-buffer) "
+                           "was full]\n")
+        if self._holding is run and run.buffered <= self.output_limit:
+            self._holding = None
+            self.channel.resume()
 
     def _guard(self, run: _Run, timeout: float, left: float) -> None:
         task = asyncio.create_task(self._watchdog(run, timeout, left))
@@ -204,9 +302,8 @@ class RunBook:
     ) -> RunResult:
         deadline = None if flush_timeout is None else time.monotonic() + flush_timeout
         while True:
-            if sink is not None and run.console:
-                items, run.console = run.console, []
-                await sink(items)
+            while sink is not None and run.console:
+                await sink(self._take(run, SINK_BATCH))
             if self._closed is not None and not run.exit_code_known:
                 raise KernelNotRunning(self._closed)
             if sink is not None and run.status in _STEP_STOPS:
@@ -221,14 +318,16 @@ class RunBook:
                 break
             run.changed.clear()
             timeout = None if deadline is None else deadline - time.monotonic()
-            if timeout is not None and timeout <= 0:
+            if (timeout is not None and timeout <= 0) or self._holding is run:
+                # flush timeout, or the output is at the bound: the caller takes it and
+                # calls again (waiting on would hold the run and this call forever)
                 status = "continued"
                 break
             try:
                 await asyncio.wait_for(run.changed.wait(), timeout)
             except TimeoutError:
                 pass
-        items, run.console = run.console, []
+        items = self._take(run)
         return RunResult(run.run_id, status, run.exit_code if run.done.is_set() else None, items)
 
     async def interrupt(self) -> None:
@@ -249,4 +348,5 @@ class RunBook:
         for run in self._runs.values():
             run.changed.set()
             run.done.set()
+        self._holding = None
         await self.channel.close()

@@ -246,6 +246,20 @@ class NatsDriver:
         with _translate(f"publish {subject}"):
             await self._c.publish(subject, data)
 
+    async def flush(self, timeout: float = 5.0) -> None:
+        """Wait until the server has everything published so far (a PING/PONG round trip,
+        tried again every ``timeout`` seconds: a lagging or reconnecting NATS is waited for;
+        a closed connection is an error)."""
+        while True:
+            try:
+                with _translate("flush"):
+                    await self._c.flush(timeout)  # type: ignore[arg-type]
+                return
+            except BusError:
+                if self._nc is None or self._nc.is_closed or self._closing:
+                    raise
+                log.debug("NATS flush took over %g s; waiting on", timeout)
+
     async def publish_event(self, subject: str, data: bytes, msg_id: str) -> None:
         """Publish durably: JetStream ack with dedupe by msg id; else publish and flush."""
         if self.jetstream:

@@ -4,6 +4,11 @@ The runtime is the server (its socket lives in a bind-mounted directory, so the 
 no host port and survives an agent restart). Frames are those of :mod:`kernlet.events.codec`.
 Requests carrying ``req`` get their reply matched by it; run messages (``run_id``) go to the
 ``on_run`` callback. Runs on the agent's event loop.
+
+Flow control: between :meth:`RuntimeChannel.pause` and :meth:`RuntimeChannel.resume` the
+channel reads nothing more from the socket (so it acknowledges nothing more either), except
+while a request waits for its reply; the runtime keeps what it cannot write in its own bounded
+outbox, which applies its policy (batch commands slowed, query output dropped with a note).
 """
 
 from __future__ import annotations
@@ -24,6 +29,11 @@ __all__ = ["RuntimeChannel"]
 
 log = logging.getLogger(__name__)
 
+#: Bytes asked of the socket per read; the stream reader buffers at most twice
+#: :data:`READ_LIMIT` before it stops reading the socket (its transport pauses).
+READ_SIZE = 256 * 1024
+READ_LIMIT = 256 * 1024
+
 RunCallback = Callable[[dict[str, Any]], None]
 
 
@@ -42,6 +52,22 @@ class RuntimeChannel:
         #: highest run-message seq processed; repeats (after a reconnect) are dropped
         self._last_seq = 0
         self._acked = 0
+        #: the consumer is full: read only while a request waits for its reply
+        self._paused = False
+        #: wakes a paused reader (resume, a new request, close)
+        self._nudge = asyncio.Event()
+
+    @property
+    def paused(self) -> bool:
+        return self._paused
+
+    def pause(self) -> None:
+        """Stop reading after the current read (the consumer of run messages is full)."""
+        self._paused = True
+
+    def resume(self) -> None:
+        self._paused = False
+        self._nudge.set()
 
     @property
     def connected(self) -> bool:
@@ -84,7 +110,7 @@ class RuntimeChannel:
         )
 
     async def _open(self) -> None:
-        reader, writer = await asyncio.open_unix_connection(str(self.path), limit=2**24)
+        reader, writer = await asyncio.open_unix_connection(str(self.path), limit=READ_LIMIT)
         self._writer = writer
         self._reader_task = asyncio.create_task(self._read(reader, writer))
 
@@ -92,7 +118,7 @@ class RuntimeChannel:
         frames = FrameReader()
         try:
             while True:
-                data = await reader.read(1 << 20)
+                data = await reader.read(READ_SIZE)
                 if not data:
                     break
                 for msg in frames.feed(data):
@@ -101,6 +127,10 @@ class RuntimeChannel:
                     # tell the runtime what is processed: it keeps the rest for a reconnect
                     self._acked = self._last_seq
                     writer.write(frame({"op": "ack", "seq": self._acked}))
+                while self._paused and not self._pending and not self._closed:
+                    # backpressure: the socket fills, then the runtime's outbox
+                    self._nudge.clear()
+                    await self._nudge.wait()
         except (OSError, CodecError) as exc:
             log.warning("runtime channel %s broke: %s", self.path, exc)
         finally:
@@ -146,6 +176,7 @@ class RuntimeChannel:
         req = next(self._ids)
         fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self._pending[req] = fut
+        self._nudge.set()  # a paused reader reads on until the reply comes
         try:
             await self.send({**msg, "req": req})
             reply = await asyncio.wait_for(fut, timeout)
@@ -167,6 +198,7 @@ class RuntimeChannel:
 
     async def close(self) -> None:
         self._closed = True
+        self._nudge.set()
         self._fail_pending("runtime channel closed")
         await self._drop()
 
