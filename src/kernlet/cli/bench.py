@@ -17,7 +17,7 @@ import click
 import kernlet
 from kernlet.cli import main
 
-FIGURES = ("eventlog", "create", "concurrent", "exec", "output", "fleet")
+FIGURES = ("eventlog", "create", "concurrent", "exec", "output", "fleet", "density")
 
 
 def load_bench() -> ModuleType:
