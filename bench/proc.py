@@ -22,7 +22,15 @@ from kernlet.client import KernletClient
 from kernlet.errors import AgentTimeout, AgentUnavailable
 from kernlet.events import pack
 
-__all__ = ["AgentProc", "Cleanup", "RssSampler", "cpu_seconds", "rss_bytes"]
+__all__ = [
+    "AgentProc",
+    "Cleanup",
+    "RssSampler",
+    "container_memory",
+    "cpu_seconds",
+    "memory_in_use",
+    "rss_bytes",
+]
 
 LABEL_AGENT = "ai.kernlet.agent-id"
 _CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -41,6 +49,27 @@ def cpu_seconds(pid: int) -> float:
     stat = Path(f"/proc/{pid}/stat").read_text()
     fields = stat[stat.rindex(")") + 2 :].split()
     return (int(fields[11]) + int(fields[12])) / _CLK_TCK
+
+
+def memory_in_use(usage: int, stat: str) -> int:
+    """What ``docker stats`` shows for a container on cgroup v1: ``memory.usage_in_bytes``
+    less the ``total_inactive_file`` line of ``memory.stat`` (page cache it may drop)."""
+    for line in stat.splitlines():
+        key, _, value = line.partition(" ")
+        if key == "total_inactive_file":
+            return max(0, usage - int(value))
+    return usage
+
+
+def container_memory(container_id: str, root: Path = Path("/sys/fs/cgroup/memory")) -> int:
+    """Memory in use by a container (cgroup v1, Docker's cgroupfs layout), as docker stats."""
+    found = list(root.glob(f"docker/{container_id}*"))
+    if len(found) != 1:
+        raise RuntimeError(f"{len(found)} memory cgroups for container {container_id} "
+                           f"under {root}/docker (cgroup v1, cgroupfs driver expected)")
+    cg = found[0]
+    usage = int((cg / "memory.usage_in_bytes").read_text())
+    return memory_in_use(usage, (cg / "memory.stat").read_text())
 
 
 class RssSampler:
@@ -109,7 +138,8 @@ def containers_of(agent_id: str) -> list[str]:
 class AgentProc:
     """One agent process with its own id, config and var dir."""
 
-    def __init__(self, root: Path, agent_id: str, nats_url: str) -> None:
+    def __init__(self, root: Path, agent_id: str, nats_url: str, create_timeout: float = 600,
+                 port_range: tuple[int, int] | None = None) -> None:
         self.root = root
         self.agent_id = agent_id
         self.nats_url = nats_url
@@ -121,10 +151,11 @@ class AgentProc:
         self.config.write_text(
             f'[agent]\nid = "{agent_id}"\nvar-dir = "{self.var_dir}"\n'
             # a kernel of 0.04 cpu (50 on 2 cores) boots its ipykernel in about a minute
-            "create-timeout = 600\n"
+            f"create-timeout = {create_timeout}\n"
             f'[nats]\nurl = "{nats_url}"\n'
             "[container]\nstop-grace = 2\n"
-            "[watcher]\nenabled = false\n"
+            + (f"port-range = [{port_range[0]}, {port_range[1]}]\n" if port_range else "")
+            + "[watcher]\nenabled = false\n"
         )
 
     @property

@@ -15,9 +15,11 @@ __all__ = [
     "fmt_rate",
     "fmt_ratio",
     "fmt_seconds",
+    "fmt_started",
     "format_table",
     "median",
     "percentile",
+    "shorten",
 ]
 
 
@@ -92,3 +94,14 @@ def fmt_rate(per_s: float, unit: str) -> str:
 
 def fmt_ratio(x: float) -> str:
     return f"{x:.2f}"
+
+
+def fmt_started(started: int, asked: int, seconds: float) -> str:
+    """How many of the kernels asked for started, and in how long: ``38 of 40 in 95.3 s``."""
+    return f"{started} of {asked} in {fmt_seconds(seconds)}"
+
+
+def shorten(text: str, width: int = 60) -> str:
+    """One line of at most ``width`` characters, no ``|`` (an error message in a cell)."""
+    line = " ".join(text.split()).replace("|", "/")
+    return line if len(line) <= width else line[: width - 3] + "..."

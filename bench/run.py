@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import eventlog
+from bench.density import dense_agent, fig_density
 from bench.direct import DirectKernel, DirectKernels, Placement
 from bench.hostkernel import host_exec_times
 from bench.proc import AgentProc, Cleanup, RssSampler, cpu_seconds, rss_bytes
@@ -65,17 +66,20 @@ class Params:
     append_writers: int = 8
     appends_per_writer: int = 1000
     replay_events: int = 100_000
+    density_kernels: int = 40
+    density_seconds: float = 10.0
 
     @classmethod
     def quick(cls) -> Params:
         return cls(create_reps=2, exec_runs=100, concurrent=4, concurrent_reps=1,
                    output_bytes=5 * 1024**2, output_reps=3, recovery_kernels=10,
                    recovery_reps=1, idle_kernels=10, idle_seconds=15.0,
-                   appends_per_writer=250, replay_events=20_000)
+                   appends_per_writer=250, replay_events=20_000, density_kernels=10,
+                   density_seconds=5.0)
 
 
 #: figure names for ``--only``, in the order they run
-FIGURES = ("eventlog", "create", "concurrent", "exec", "output", "fleet")
+FIGURES = ("eventlog", "create", "concurrent", "exec", "output", "fleet", "density")
 
 
 def say(msg: str) -> None:
@@ -403,9 +407,16 @@ class Bench:
         await self.client.connect()
         if "eventlog" in selected:
             await self.fig_eventlog()
-        agent_figures = [f for f in selected if f != "eventlog"]
-        if not agent_figures:
-            return self.rows
+        # eventlog needs no agent; density starts its own
+        agent_figures = [f for f in selected if f not in ("eventlog", "density")]
+        if agent_figures:
+            await self.agent_run(selected)
+        if "density" in selected:
+            await fig_density(self, dense_agent(self))
+        return self.rows
+
+    async def agent_run(self, selected: list[str]) -> None:
+        """The figures of the bench's main agent."""
         say(f"starting agent {self.agent_id} (var dir {self.agent.var_dir})")
         await self.agent.start(self.client)
         if "create" in selected:
@@ -425,7 +436,6 @@ class Bench:
                 await self.agent.stop()
                 await self.agent.start(self.client)
             await self.fig_fleet()
-        return self.rows
 
     async def close(self) -> None:
         with contextlib.suppress(Exception):

@@ -9,15 +9,18 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
+from bench.proc import container_memory, memory_in_use
 from bench.profile import summarize
 from bench.report import (
     Row,
     fmt_bytes,
     fmt_rate,
     fmt_seconds,
+    fmt_started,
     format_table,
     median,
     percentile,
+    shorten,
 )
 
 
@@ -70,3 +73,32 @@ def test_profile_summary_counts_threads_and_functions() -> None:
     assert "60.0 %  thread (0x2)" in text
     assert "40.0 %  step (b.py)" in text  # inclusive, both lines of step counted once each
     assert "30.0 %  work (c.py)" in text
+
+
+def test_started_kernels_and_their_time() -> None:
+    assert fmt_started(40, 40, 95.25) == "40 of 40 in 95.25 s"
+    assert fmt_started(0, 10, 0.5) == "0 of 10 in 500 ms"
+
+
+def test_an_error_in_a_cell_is_one_short_line_without_pipes() -> None:
+    assert shorten("CreationFailed: a | b\n  c") == "CreationFailed: a / b c"
+    long = shorten("x" * 100, width=20)
+    assert long == "x" * 17 + "..." and len(long) == 20
+
+
+MEMORY_STAT = "cache 4096\nrss 1000\ntotal_cache 8192\ntotal_inactive_file 3000\n"
+
+
+def test_container_memory_is_usage_less_inactive_file_like_docker_stats(
+    tmp_path: Path,
+) -> None:
+    assert memory_in_use(80_000, MEMORY_STAT) == 77_000
+    assert memory_in_use(80_000, "cache 4096\n") == 80_000
+    assert memory_in_use(1_000, MEMORY_STAT) == 0
+    cg = tmp_path / "docker" / ("ab12" + "0" * 60)
+    cg.mkdir(parents=True)
+    (cg / "memory.usage_in_bytes").write_text("80000\n")
+    (cg / "memory.stat").write_text(MEMORY_STAT)
+    assert container_memory("ab12", root=tmp_path) == 77_000
+    with pytest.raises(RuntimeError, match="0 memory cgroups for container cd34"):
+        container_memory("cd34", root=tmp_path)

@@ -17,7 +17,7 @@ import click
 import kernlet
 from kernlet.cli import main
 
-FIGURES = ("eventlog", "create", "concurrent", "exec", "output", "fleet")
+FIGURES = ("eventlog", "create", "concurrent", "exec", "output", "fleet", "density")
 
 
 def load_bench() -> ModuleType:
@@ -34,7 +34,7 @@ def load_bench() -> ModuleType:
 
 
 @main.command("bench")
-@click.option("--quick", is_flag=True, help="a short pass (about 4 minutes instead of 15)")
+@click.option("--quick", is_flag=True, help="a short pass (about 2 minutes instead of 10)")
 @click.option("--image", default="kernlet/python:3.11", show_default=True)
 @click.option("--nats", "nats_url", default="nats://127.0.0.1:4222", show_default=True)
 @click.option("--only", multiple=True, type=click.Choice(FIGURES),
