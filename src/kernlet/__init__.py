@@ -2,7 +2,7 @@
 
 This module stays free of imports: the package directory is mounted read-only into kernel
 containers, where only the standard library and msgpack exist, and the in-container runtime
-imports ``kernlet.kernel`` and ``kernlet.events.codec`` from it.
+imports ``kernlet.kernel``, ``kernlet.layout`` and ``kernlet.events.codec`` from it.
 """
 
 __version__ = "0.1.0"

@@ -7,6 +7,8 @@
 #   KERNLET_SOCKET   the runtime's socket                   (default /opt/kernlet/ipc/runtime.sock)
 #   KERNLET_WORKDIR  where code runs                        (default /home/work)
 #   KERNLET_PYTHON   the interpreter                        (default python3)
+#   KERNLET_START_TIMEOUT  seconds the runtime waits for its ipykernel (the agent sets
+#                    agent.create-timeout; 60 without it)
 # Extra arguments are passed to the runtime.
 
 KERNLET_LIB=${KERNLET_LIB:-/opt/kernlet/lib}
