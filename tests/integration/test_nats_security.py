@@ -29,7 +29,7 @@ from integration.certs import CA, Pair
 from integration.conftest import AgentProcess, wait_for
 from integration.servers import ConfiguredNats
 from kernlet.client import KernletClient
-from kernlet.drivers.nats import BusSettings, NatsDriver
+from kernlet.drivers.nats import BusSettings, NatsDriver, settle
 from kernlet.errors import AgentUnavailable
 
 pytestmark = pytest.mark.timeout(180)
@@ -189,7 +189,7 @@ async def test_agent_a_is_confined_to_its_subjects(conns: Any, op: str, subject:
         await a.nc.subscribe(subject)
     else:
         await a.nc.publish(subject, b"x")
-    await a.nc.flush()
+    await settle(a.nc)
     err = await a.violation(subject)
     assert {"subscribe": "for subscription to", "publish": "for publish to"}[op] in err
 
@@ -205,10 +205,10 @@ async def test_a_forged_event_never_reaches_the_manager(conns: Any) -> None:
         await got.put(msg.subject)
 
     await m.nc.subscribe(f"{P}.events.>", cb=on_msg)
-    await m.nc.flush()
+    await settle(m.nc)
     await a.nc.publish(f"{P}.events.{B}.k1.kernel_started", b"forged")
     await a.nc.publish(f"{P}.events.{A}.k1.kernel_started", b"real")
-    await a.nc.flush()
+    await settle(a.nc)
     assert await asyncio.wait_for(got.get(), 10) == f"{P}.events.{A}.k1.kernel_started"
     await a.violation(f"{P}.events.{B}.k1.kernel_started")
 
@@ -223,13 +223,13 @@ async def test_manager_can_command_and_listen(conns: Any) -> None:
         await msg.respond(b"pong:" + msg.data)
 
     await a.nc.subscribe(f"{P}.agent.{A}.cmd.*", cb=serve)
-    await a.nc.flush()
+    await settle(a.nc)
     reply = await m.nc.request(f"{P}.agent.{A}.cmd.ping", b"hi", timeout=10)
     assert reply.data == b"pong:hi"
     for pattern, subject in ((f"{P}.events.>", f"{P}.events.{A}.k1.kernel_started"),
                              (f"{P}.heartbeat.*", f"{P}.heartbeat.{A}")):
         sub = await m.nc.subscribe(pattern)
-        await m.nc.flush()
+        await settle(m.nc)
         await a.nc.publish(subject, b"x")
         assert (await sub.next_msg(timeout=10)).subject == subject
         await sub.unsubscribe()
@@ -253,7 +253,7 @@ async def test_manager_can_do_no_more(conns: Any, op: str, subject: str) -> None
         await m.nc.subscribe(subject)
     else:
         await m.nc.publish(subject, b"x")
-    await m.nc.flush()
+    await settle(m.nc)
     await m.violation(subject)
 
 
