@@ -1,10 +1,14 @@
-"""The event log in a SQLite file: SQLAlchemy 2 Core on aiosqlite.
+"""The event log in a SQLite file: SQLAlchemy 2 Core, aiosqlite for readers.
 
 Durability: every connection runs in WAL mode with ``synchronous=FULL``, so a transaction is
-on disk (fsynced) when its COMMIT returns. Appends go through one writer task and one
-connection (see :mod:`kernlet.store.batch`): every request waiting when a transaction starts
-joins it, so N concurrent appends cost one fsync. Readers use other pooled connections and
-see the last committed state (WAL lets them run beside the writer).
+on disk (fsynced) when its COMMIT returns. Appends go through one writer task (see
+:mod:`kernlet.store.batch`): every request waiting when a transaction starts joins it, so N
+concurrent appends cost one fsync. The writer's connection is a plain (sync) SQLAlchemy
+connection owned by one thread of its own, and a whole batch (heads, validation, INSERTs,
+COMMIT) runs there in **one hop** from the loop: through aiosqlite every statement was a
+hand-off between the loop and its thread, about 20 per transaction, each a wait for the
+scheduler on a busy box. Readers use pooled aiosqlite connections and see the last committed
+state (WAL lets them run beside the writer).
 
 A batch is validated against the cached stream heads, then written in one go (BEGIN
 IMMEDIATE, two multi-row INSERTs, COMMIT). Should the database still refuse it (an event id
@@ -12,17 +16,20 @@ already in the log, or a file changed behind this object's back), the transactio
 back and the batch written again in a new one, each request in its own SAVEPOINT, row by row,
 so only the offending requests fail, with errors raised from the SQLAlchemy error.
 
-One SQLiteEventLog per file: the writer caches the head of every stream it wrote to.
+One SQLiteEventLog per file: the writer caches the head of every stream it wrote to (touched
+only on the writer's thread).
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 from collections.abc import AsyncIterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from sqlalchemy import URL, false, func, select, update
+from sqlalchemy import URL, Connection, Engine, create_engine, false, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
@@ -68,7 +75,10 @@ class SQLiteEventLog(WriteFront):
         self.path = os.fspath(path)
         self._busy_timeout_ms = busy_timeout_ms
         self._engine: AsyncEngine | None = None
-        self._wconn: AsyncConnection | None = None
+        #: the writer's engine and connection: only ever used on ``_thread``
+        self._wengine: Engine | None = None
+        self._wconn: Connection | None = None
+        self._thread: ThreadPoolExecutor | None = None
         self._writer = GroupCommitter(self._commit, max_batch)
         #: the writer's cache of stream heads (committed); terminated kernels are dropped
         self._heads: dict[str, StreamHead] = {}
@@ -79,33 +89,63 @@ class SQLiteEventLog(WriteFront):
             return
         engine = create_async_engine(URL.create("sqlite+aiosqlite", database=self.path))
         configure(engine.sync_engine, self._busy_timeout_ms)
-        conn: AsyncConnection | None = None
+        self._thread = ThreadPoolExecutor(1, thread_name_prefix="eventlog-writer")
         try:
-            with translated():
-                conn = await engine.connect()
-                conn = await conn.execution_options(**{BEGIN_OPTION: "BEGIN IMMEDIATE"})
-                async with conn.begin():
-                    self._next_position = await conn.run_sync(prepare, self.path)
+            await self._on_writer(self._open_writer)
         except BaseException:
-            if conn is not None:
-                await conn.close()
+            await self._on_writer(self._close_writer)
+            self._thread.shutdown()
+            self._thread = None
             await engine.dispose()
             raise
-        self._engine, self._wconn, self._heads = engine, conn, {}
+        self._engine, self._heads = engine, {}
         self._writer.start()
 
     async def close(self) -> None:
         if self._engine is None:
             return
-        engine, wconn = self._engine, self._wconn
+        engine = self._engine
         try:
             await self._writer.stop()
         finally:
-            self._engine = self._wconn = None
+            self._engine = None
+            try:
+                await self._on_writer(self._close_writer)
+            finally:
+                assert self._thread is not None
+                self._thread.shutdown()
+                self._thread = None
+                with translated():
+                    await engine.dispose()
+
+    async def _on_writer(self, fn: Any, *args: Any) -> Any:
+        """Run ``fn(*args)`` on the writer's thread: the one hop of a transaction."""
+        return await asyncio.get_running_loop().run_in_executor(self._thread, fn, *args)
+
+    def _open_writer(self) -> None:
+        engine = create_engine(URL.create("sqlite", database=self.path))
+        configure(engine, self._busy_timeout_ms)
+        conn: Connection | None = None
+        try:
             with translated():
-                if wconn is not None:
-                    await wconn.close()
-                await engine.dispose()
+                conn = engine.connect().execution_options(**{BEGIN_OPTION: "BEGIN IMMEDIATE"})
+                with conn.begin():
+                    self._next_position = prepare(conn, self.path)
+        except BaseException:
+            if conn is not None:
+                conn.close()
+            engine.dispose()
+            raise
+        self._wengine, self._wconn = engine, conn
+
+    def _close_writer(self) -> None:
+        engine, conn = self._wengine, self._wconn
+        self._wengine = self._wconn = None
+        with translated():
+            if conn is not None:
+                conn.close()
+            if engine is not None:
+                engine.dispose()
 
     async def read_stream(self, kernel_id: str, after_seq: int = 0) -> list[Envelope]:
         query = (
@@ -129,6 +169,14 @@ class SQLiteEventLog(WriteFront):
         )
         states = fold(await self._envelopes(query))
         return {k: state for k, state in states.items() if is_live(state)}
+
+    async def all_kernels(self) -> dict[str, KernelState]:
+        query = (
+            select(*RECORD_COLUMNS)
+            .where(events.c.kernel_id != AGENT_STREAM)
+            .order_by(events.c.kernel_id, events.c.seq)  # the primary key's order: no sort
+        )
+        return fold(await self._envelopes(query))
 
     async def last_seq(self, kernel_id: str) -> int:
         query = select(streams.c.last_seq).where(streams.c.stream_id == kernel_id)
@@ -180,21 +228,25 @@ class SQLiteEventLog(WriteFront):
             rows = (await conn.execute(query)).all()
         return [to_envelope(Record(*row)) for row in rows]
 
-    # -- writing (only ever on the writer task) -------------------------------------------
+    # -- writing (only ever on the writer's thread) ---------------------------------------
 
     async def _commit(self, reqs: list[Request]) -> list[BaseException | None]:
+        outcomes: list[BaseException | None] = await self._on_writer(self._commit_batch, reqs)
+        return outcomes
+
+    def _commit_batch(self, reqs: list[Request]) -> list[BaseException | None]:
         conn = self._wconn
         assert conn is not None
         stale: set[str] = set()
         with translated():
             try:
-                async with conn.begin():
-                    await self._load_heads(conn, reqs)
+                with conn.begin():
+                    self._load_heads(conn, reqs)
                     staging, outcomes = stage_all(self._heads, reqs)
-                    await self._write(conn, staging.records, staging.heads, _marks(reqs))
+                    self._write(conn, staging.records, staging.heads, _marks(reqs))
             except IntegrityError:  # rolled back; now find the culprits, one by one
-                async with conn.begin():
-                    staging, outcomes = await self._write_one_by_one(conn, reqs, stale)
+                with conn.begin():
+                    staging, outcomes = self._write_one_by_one(conn, reqs, stale)
         self._heads.update(staging.heads)
         for stream_id, head in staging.heads.items():
             if head.state is not None and not is_live(head.state):
@@ -203,8 +255,8 @@ class SQLiteEventLog(WriteFront):
             self._heads.pop(stream_id, None)
         return outcomes
 
-    async def _write_one_by_one(
-        self, conn: AsyncConnection, reqs: list[Request], stale: set[str]
+    def _write_one_by_one(
+        self, conn: Connection, reqs: list[Request], stale: set[str]
     ) -> tuple[Staging, list[BaseException | None]]:
         """The slow path: each request in its own savepoint, row by row, to find the culprit."""
         staging = Staging(self._heads)
@@ -212,15 +264,15 @@ class SQLiteEventLog(WriteFront):
         for req in reqs:
             outcome: BaseException | None = None
             try:
-                async with conn.begin_nested():
+                with conn.begin_nested():
                     if isinstance(req, MarkDelivered):
-                        await self._write(conn, [], {}, req.event_ids)
+                        self._write(conn, [], {}, req.event_ids)
                     else:
                         heads = staging.check(req)
                         for rec in req.records:
                             with translated(rec):
-                                await self._write(conn, [rec], {}, ())
-                        await self._write(conn, [], heads, ())
+                                self._write(conn, [rec], {}, ())
+                        self._write(conn, [], heads, ())
                         staging.add(req, heads)
             except (AppendConflict, IllegalTransition) as exc:
                 outcome = exc
@@ -229,9 +281,9 @@ class SQLiteEventLog(WriteFront):
             outcomes.append(outcome)
         return staging, outcomes
 
-    async def _write(
+    def _write(
         self,
-        conn: AsyncConnection,
+        conn: Connection,
         records: Sequence[Record],
         heads: dict[str, StreamHead],
         marks: Sequence[str],
@@ -241,23 +293,23 @@ class SQLiteEventLog(WriteFront):
             for rec in records:
                 rows.append({**as_row(rec), "delivered": False, "position": self._next_position})
                 self._next_position += 1
-            await conn.execute(events.insert(), rows)
+            conn.execute(events.insert(), rows)
         if heads:
             rows = [stream_row(k, head) for k, head in heads.items()]
-            await conn.execute(UPSERT_STREAM, rows)
+            conn.execute(UPSERT_STREAM, rows)
         for start in range(0, len(marks), _MARK_CHUNK):
             chunk = marks[start : start + _MARK_CHUNK]
             mark = update(events).where(events.c.event_id.in_(chunk)).values(delivered=True)
-            await conn.execute(mark)
+            conn.execute(mark)
 
-    async def _load_heads(self, conn: AsyncConnection, reqs: list[Request]) -> None:
+    def _load_heads(self, conn: Connection, reqs: list[Request]) -> None:
         """Read the heads of the streams the batch touches that the cache does not hold."""
         wanted = {env.kernel_id for req in reqs if isinstance(req, Append) for env in req.envs}
         missing = sorted(wanted - self._heads.keys())
         if not missing:
             return
         query = select(streams).where(streams.c.stream_id.in_(missing))
-        found = {row.stream_id: row for row in await conn.execute(query)}
+        found = {row.stream_id: row for row in conn.execute(query)}
         for stream_id in missing:
             row = found.get(stream_id)
             if row is None:
@@ -266,7 +318,7 @@ class SQLiteEventLog(WriteFront):
             state = None
             if stream_id != AGENT_STREAM:
                 stream = select(*RECORD_COLUMNS).where(events.c.kernel_id == stream_id)
-                rows = await conn.execute(stream.order_by(events.c.seq))
+                rows = conn.execute(stream.order_by(events.c.seq))
                 state = replay(to_envelope(Record(*r)) for r in rows)
             self._heads[stream_id] = StreamHead(row.last_seq, state, row.updated_at)
 
