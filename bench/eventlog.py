@@ -36,7 +36,7 @@ from kernlet.events import (
     KernelTerminating,
     new_envelope,
 )
-from kernlet.store import SQLiteEventLog, fold
+from kernlet.store import SQLiteEventLog
 from kernlet.store.records import to_record
 
 __all__ = ["AppendResult", "ReplayResult", "bench_appends", "bench_replay"]
@@ -189,10 +189,7 @@ async def bench_replay(root: Path, events: int) -> ReplayResult:
         log = SQLiteEventLog(path)
         await log.open()
         try:
-            envs: list[Envelope] = []
-            for kid in await log.kernel_ids():
-                envs.extend(await log.read_stream(kid))
-            return len(fold(envs))
+            return len(await log.all_kernels())
         finally:
             await log.close()
 

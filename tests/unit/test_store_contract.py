@@ -186,6 +186,17 @@ async def test_live_kernels_excludes_terminated(log: EventLog) -> None:
     assert await log.kernel_ids() == ["gone", "new", "run"]
 
 
+async def test_all_kernels_is_the_full_fold(log: EventLog) -> None:
+    await log.append(envs("run", RUNNING_PATH))
+    await log.append(envs("gone", (*RUNNING_PATH, "kernel_terminating", "kernel_terminated")))
+    await log.append([new_envelope(AGENT_STREAM, 1, AgentStarted(reason="self-started"))])
+    everything = await log.all_kernels()
+    assert set(everything) == {"run", "gone"}  # terminated too, never the agent's stream
+    for kid in ("run", "gone"):
+        assert everything[kid] == replay(await log.read_stream(kid))
+    assert everything["gone"].state is State.TERMINATED
+
+
 async def test_outbox(log: EventLog) -> None:
     await log.append(envs("k1", RUNNING_PATH[:2]))
     await log.append([new_envelope(AGENT_STREAM, 1, AgentStarted(reason="r"))])

@@ -32,11 +32,9 @@ from kernlet.actors.steps import kernel_dirs
 from kernlet.drivers.files import WorkDir
 from kernlet.errors import ImageNotFound, InvalidRequest, KernelAlreadyExists, KernelNotFound
 from kernlet.events import (
-    AGENT_STREAM,
     KernelState,
     event_to_dict,
     is_live,
-    replay,
 )
 from kernlet.protocol import (
     CheckAndPull,
@@ -144,14 +142,7 @@ def _list_kernels(agent: AgentActor, req: ListKernels, cmd: Command) -> None:
     store = agent.ctx.store
 
     async def everything() -> list[dict[str, Any]]:
-        out = []
-        for kernel_id in await store.kernel_ids():
-            if kernel_id == AGENT_STREAM:
-                continue
-            state = replay(await store.read_stream(kernel_id))
-            if state is not None:
-                out.append(summary(state))
-        return out
+        return [summary(state) for _, state in sorted((await store.all_kernels()).items())]
 
     agent.spawn(everything(), then=lambda ks: cmd.reply.ok({"kernels": ks}),
                 fail=cmd.reply.error)

@@ -62,6 +62,11 @@ class EventLog(Protocol):
         """Replayed state of every kernel that has not terminated, by kernel id."""
         ...
 
+    async def all_kernels(self) -> dict[str, KernelState]:
+        """Replayed state of every kernel, terminated ones too, by kernel id (one read of
+        every stream in order: the full fold)."""
+        ...
+
     async def last_seq(self, kernel_id: str) -> int:
         """Seq of the stream's last committed envelope; 0 for an unknown stream."""
         ...

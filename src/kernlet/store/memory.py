@@ -60,6 +60,10 @@ class MemoryEventLog(WriteFront):
         states = fold(to_envelope(rec) for k in live for rec in self._streams[k])
         return {k: state for k, state in states.items() if is_live(state)}
 
+    async def all_kernels(self) -> dict[str, KernelState]:
+        self._check_open()
+        return fold(to_envelope(rec) for k in sorted(self._streams) for rec in self._streams[k])
+
     async def last_seq(self, kernel_id: str) -> int:
         self._check_open()
         head = self._heads.get(kernel_id)
