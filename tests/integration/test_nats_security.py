@@ -25,12 +25,13 @@ import nats.errors
 import pytest
 from nats.aio.client import Client
 
-from integration.certs import CA, Pair
 from integration.conftest import AgentProcess, wait_for
 from integration.servers import ConfiguredNats
 from kernlet.client import KernletClient
 from kernlet.drivers.nats import BusSettings, NatsDriver, settle
 from kernlet.errors import AgentUnavailable
+from kernlet.halfstack.pki import CA, Pair
+from kernlet.halfstack.secure_nats import agent_permissions, authorization, manager_permissions
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -41,25 +42,18 @@ B = f"sec-b-{uuid.uuid4().hex[:6]}"
 PASSWORD = {A: "pw-a", B: "pw-b", "manager": "pw-m", "admin": "pw-admin"}
 
 
-def agent_permissions(agent: str) -> dict[str, Any]:
-    """docs/protocol.md, "Security": what agent ``agent`` may publish and subscribe."""
-    return {
-        "publish": [f"{P}.events.{agent}.>", f"{P}.heartbeat.{agent}", "_INBOX.>",
-                    f"$JS.API.STREAM.CREATE.{STREAM}", f"$JS.API.STREAM.UPDATE.{STREAM}"],
-        "subscribe": [f"{P}.agent.{agent}.cmd.*", f"_INBOX_{agent}.>"],
-    }
+MANAGER = manager_permissions(P)
 
 
-MANAGER = {"publish": [f"{P}.agent.*.cmd.*"],
-           "subscribe": [f"{P}.events.>", f"{P}.heartbeat.*", "_INBOX.>"]}
-
-
-def authorization() -> str:
-    users = [{"user": who, "password": PASSWORD[who], "permissions": agent_permissions(who)}
-             for who in (A, B)]
-    users.append({"user": "manager", "password": PASSWORD["manager"], "permissions": MANAGER})
-    users.append({"user": "admin", "password": PASSWORD["admin"]})
-    return "authorization " + json.dumps({"users": users}, indent=1)
+def users() -> str:
+    """The accounts: agents A and B and a manager with the permissions kernlet ships
+    (kernlet.halfstack.secure_nats, as docs/protocol.md says), an admin with all."""
+    return authorization({
+        A: (PASSWORD[A], agent_permissions(A, P, STREAM)),
+        B: (PASSWORD[B], agent_permissions(B, P, STREAM)),
+        "manager": (PASSWORD["manager"], MANAGER),
+        "admin": (PASSWORD["admin"], None),
+    })
 
 
 @dataclass(frozen=True)
@@ -96,7 +90,7 @@ def start_server(root: Path, body: str) -> ConfiguredNats:
 def secure(pki: Pki, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ConfiguredNats]:
     """TLS (server certificate only) and the user accounts."""
     server = start_server(tmp_path_factory.mktemp("nats-tls"),
-                          f"{tls_block(pki, verify=False)}\n{authorization()}")
+                          f"{tls_block(pki, verify=False)}\n{users()}")
     yield server
     server.stop()
 
@@ -105,7 +99,7 @@ def secure(pki: Pki, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Confi
 def mtls(pki: Pki, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ConfiguredNats]:
     """The same, and every client must show a certificate of the CA (``verify: true``)."""
     server = start_server(tmp_path_factory.mktemp("nats-mtls"),
-                          f"{tls_block(pki, verify=True)}\n{authorization()}")
+                          f"{tls_block(pki, verify=True)}\n{users()}")
     yield server
     server.stop()
 
@@ -376,7 +370,7 @@ async def test_token_auth_and_a_refused_token_is_logged_as_an_error(
 async def test_asking_for_tls_means_tls_or_no_connection(tmp_path: Path, pki: Pki) -> None:
     """A plain server (or an impostor) at a ``tls://`` URL: nats-py alone would connect in
     clear text and send the password; the driver and the client refuse before CONNECT."""
-    server = ConfiguredNats(tmp_path, authorization(), scheme="tls")
+    server = ConfiguredNats(tmp_path, users(), scheme="tls")
     server.start()
     try:
         driver = NatsDriver(BusSettings(server.url, user=A, password=PASSWORD[A], tls=tls(pki)))

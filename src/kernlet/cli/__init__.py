@@ -23,6 +23,7 @@ def _register() -> None:
     import kernlet.cli.demo
     import kernlet.cli.doctor
     import kernlet.cli.halfstack
+    import kernlet.cli.halfstack_secure
     import kernlet.cli.image
     import kernlet.cli.kernel
     import kernlet.cli.kernel_exec

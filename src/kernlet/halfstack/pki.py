@@ -1,6 +1,7 @@
-"""Throwaway certificates for TLS tests: a CA, and server or client certificates it signs.
+"""Throwaway certificates for TLS on loopback: a CA, and server or client certificates it signs.
 
-EC P-256 keys (fast to make), PEM files, valid for a day, for 127.0.0.1 only.
+EC P-256 keys (fast to make), PEM files (keys mode 0600), valid for ``days`` (a day unless
+said), server certificates for 127.0.0.1 and localhost only.
 """
 
 from __future__ import annotations
@@ -40,9 +41,9 @@ def _write_key(key: ec.EllipticCurvePrivateKey, path: Path) -> None:
 class CA:
     """A self-signed CA in ``root``: ``root/<name>-ca.pem``."""
 
-    def __init__(self, root: Path, name: str) -> None:
+    def __init__(self, root: Path, name: str, days: int = 1) -> None:
         root.mkdir(parents=True, exist_ok=True)
-        self.root, self.name = root, name
+        self.root, self.name, self.days = root, name, days
         self.key = ec.generate_private_key(ec.SECP256R1())
         now = datetime.datetime.now(datetime.UTC)
         self.cert = (
@@ -50,7 +51,7 @@ class CA:
             .subject_name(_name(f"{name} test CA")).issuer_name(_name(f"{name} test CA"))
             .public_key(self.key.public_key()).serial_number(x509.random_serial_number())
             .not_valid_before(now - datetime.timedelta(minutes=5))
-            .not_valid_after(now + datetime.timedelta(days=1))
+            .not_valid_after(now + datetime.timedelta(days=self.days))
             .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
             .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True,
                                          crl_sign=True, content_commitment=False,
@@ -72,7 +73,7 @@ class CA:
             .subject_name(_name(cn)).issuer_name(self.cert.subject)
             .public_key(key.public_key()).serial_number(x509.random_serial_number())
             .not_valid_before(now - datetime.timedelta(minutes=5))
-            .not_valid_after(now + datetime.timedelta(days=1))
+            .not_valid_after(now + datetime.timedelta(days=self.days))
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
             .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
         )
