@@ -129,14 +129,27 @@ def v0_upgraders() -> Iterator[None]:
             del codec.UPGRADERS[key]
 
 
+#: the schema of version 1, frozen here: the fixture is a log of that version
+SCHEMA_V1 = """
+CREATE TABLE meta (key TEXT NOT NULL PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE events (kernel_id TEXT NOT NULL, seq INTEGER NOT NULL, event_id TEXT NOT NULL UNIQUE,
+  type TEXT NOT NULL, version INTEGER NOT NULL, time FLOAT NOT NULL, payload BLOB NOT NULL,
+  delivered BOOLEAN NOT NULL, position INTEGER NOT NULL UNIQUE, PRIMARY KEY (kernel_id, seq));
+CREATE INDEX ix_events_undelivered ON events (position) WHERE delivered = 0;
+CREATE TABLE streams (stream_id TEXT NOT NULL PRIMARY KEY, last_seq INTEGER NOT NULL,
+  state TEXT, live BOOLEAN NOT NULL, updated_at FLOAT NOT NULL);
+CREATE INDEX ix_streams_live ON streams (stream_id) WHERE live = 1;
+INSERT INTO meta VALUES ('schema_version', '1');
+"""
+
+
 async def _log_from_fixture(tmp_path: Path) -> SQLiteEventLog:
+    """The fixture's schema-1 log, opened (and so migrated) by today's code."""
     fixture = json.loads((FIXTURES / "event_log_v0_events.json").read_text())
     path = tmp_path / "events.db"
-    log = SQLiteEventLog(path)
-    await log.open()  # creates the schema
-    await log.close()
-    assert fixture["schema_version"] == SCHEMA_VERSION
+    assert fixture["schema_version"] == 1
     with sqlite3.connect(path) as db:
+        db.executescript(SCHEMA_V1)
         for ev in fixture["events"]:
             row = {**ev, "payload": bytes.fromhex(ev.pop("payload_hex"))}
             db.execute(
@@ -149,8 +162,19 @@ async def _log_from_fixture(tmp_path: Path) -> SQLiteEventLog:
                 "INSERT INTO streams VALUES (:stream_id, :last_seq, :state, :live, :updated_at)",
                 st,
             )
+    log = SQLiteEventLog(path)
     await log.open()
     return log
+
+
+async def test_a_schema_1_log_is_migrated(tmp_path: Path) -> None:
+    log = await _log_from_fixture(tmp_path)
+    await log.close()
+    with sqlite3.connect(tmp_path / "events.db") as db:
+        assert db.execute("SELECT value FROM meta").fetchall() == [(str(SCHEMA_VERSION),)]
+        columns = [row[1] for row in db.execute("PRAGMA table_info(streams)")]
+        assert columns[-1] == "snapshot"
+        assert db.execute("SELECT count(*) FROM streams WHERE snapshot IS NULL").fetchone()[0] > 0
 
 
 async def test_old_event_versions_are_upgraded_on_read(tmp_path: Path, v0_upgraders: None) -> None:

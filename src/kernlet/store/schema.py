@@ -1,18 +1,22 @@
-"""The SQLite schema of the event log (version 1), and how a connection is set up.
+"""The SQLite schema of the event log (version 2), and how a connection is set up.
 
 ::
 
-    meta     (key TEXT PK, value TEXT)               schema_version = "1"
+    meta     (key TEXT PK, value TEXT)               schema_version = "2"
     events   (kernel_id, seq) PK                     one row per event: the Record, plus
              event_id UNIQUE, type, version, time,   delivered (the outbox flag) and
              payload BLOB, delivered, position       position (global append order)
              index on position WHERE delivered = 0   (the outbox scan)
     streams  (stream_id PK, last_seq, state, live,   one row per stream, updated in the
-             updated_at)                             transaction that appends to it
+             updated_at, snapshot BLOB NULL)         transaction that appends to it
              index on stream_id WHERE live = 1       (start-up reads only live kernels)
 
-``streams`` lets start-up read only the streams of live kernels; ``SUM(last_seq)`` is the
-number of events, since every stream is gap-free from 1.
+``streams`` lets start-up read only the streams of live kernels, and its ``snapshot`` (the
+kernel's folded state after ``last_seq``, see :mod:`kernlet.store.snapshot`) spares it their
+events; ``SUM(last_seq)`` is the number of events, since every stream is gap-free from 1.
+
+Migrations (in :func:`prepare`, in the transaction that opens the log): 1 -> 2 adds
+``streams.snapshot`` (NULL: those streams are replayed until their next append).
 """
 
 from __future__ import annotations
@@ -45,6 +49,7 @@ from kernlet.events.lifecycle import is_live
 from kernlet.store.batch import StreamHead
 from kernlet.store.errors import DuplicateEvent, SchemaTooNew, SequenceConflict, StoreError
 from kernlet.store.records import Record
+from kernlet.store.snapshot import encode_state
 
 __all__ = [
     "BEGIN_OPTION",
@@ -63,7 +68,7 @@ __all__ = [
 ]
 
 #: Bump with a migration in :func:`prepare` whenever a table changes.
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 #: Execution option naming the statement that begins a transaction (None: no transaction).
 BEGIN_OPTION = "kernlet_begin"
 
@@ -100,6 +105,8 @@ streams = Table(
     Column("state", Text, nullable=True),
     Column("live", Boolean, nullable=False),
     Column("updated_at", Float, nullable=False),
+    #: the kernel's folded state, encoded by kernlet.store.snapshot (NULL: replay the events)
+    Column("snapshot", LargeBinary, nullable=True),
     Index("ix_streams_live", "stream_id", sqlite_where=text("live = 1")),
 )
 
@@ -117,7 +124,7 @@ RECORD_COLUMNS = (
 
 def _upsert_stream() -> Any:
     stmt = sqlite_insert(streams)
-    changed = ("last_seq", "state", "live", "updated_at")
+    changed = ("last_seq", "state", "live", "updated_at", "snapshot")
     return stmt.on_conflict_do_update(
         index_elements=[streams.c.stream_id], set_={c: stmt.excluded[c] for c in changed}
     )
@@ -166,13 +173,24 @@ def prepare(conn: Connection, path: str) -> int:
         version = int(found.scalar_one_or_none() or 0)
         if version > SCHEMA_VERSION:
             raise SchemaTooNew(path, version, SCHEMA_VERSION)
-        if version < SCHEMA_VERSION:
+        if version < 1:
             raise StoreError(f"{path}: no migration from event log schema version {version}")
+        if version < SCHEMA_VERSION:
+            _migrate(conn, version)
     metadata.create_all(conn)  # checks first: on an existing database, restores a lost index
     if fresh:
         conn.execute(meta.insert().values(key="schema_version", value=str(SCHEMA_VERSION)))
     last = conn.execute(select(events.c.position).order_by(events.c.position.desc()).limit(1))
     return int(last.scalar_one_or_none() or 0) + 1
+
+
+def _migrate(conn: Connection, version: int) -> None:
+    """Bring a schema of ``version`` (1 or more) up to SCHEMA_VERSION, in the caller's
+    transaction."""
+    if version < 2:
+        conn.exec_driver_sql("ALTER TABLE streams ADD COLUMN snapshot BLOB")
+    conn.execute(meta.update().where(meta.c.key == "schema_version")
+                 .values(value=str(SCHEMA_VERSION)))
 
 
 @contextlib.contextmanager
@@ -203,4 +221,5 @@ def stream_row(stream_id: str, head: StreamHead) -> dict[str, Any]:
         "state": head.state.state.value if head.state is not None else None,
         "live": is_live(head.state),
         "updated_at": head.updated_at,
+        "snapshot": encode_state(head.state) if head.state is not None else None,
     }

@@ -60,6 +60,7 @@ from kernlet.store.schema import (
     streams,
     translated,
 )
+from kernlet.store.snapshot import decode_state
 
 __all__ = ["SQLiteEventLog"]
 
@@ -161,14 +162,28 @@ class SQLiteEventLog(WriteFront):
             return list((await conn.scalars(query.order_by(streams.c.stream_id))).all())
 
     async def live_kernels(self) -> dict[str, KernelState]:
-        live = select(streams.c.stream_id).where(streams.c.live)
-        query = (
-            select(*RECORD_COLUMNS)
-            .where(events.c.kernel_id.in_(live))  # planned as: live streams, then their events
-            .order_by(events.c.kernel_id, events.c.seq)
-        )
-        states = fold(await self._envelopes(query))
-        return {k: state for k, state in states.items() if is_live(state)}
+        """The snapshots of the live streams; the events of those without a usable one."""
+        heads = select(streams.c.stream_id, streams.c.snapshot).where(streams.c.live)
+        async with self._reading() as conn:
+            rows = (await conn.execute(heads)).all()
+        states: dict[str, KernelState] = {}
+        stale: list[str] = []
+        for stream_id, blob in rows:
+            if stream_id == AGENT_STREAM:
+                continue
+            state = decode_state(blob)
+            if state is None:
+                stale.append(stream_id)
+            else:
+                states[stream_id] = state
+        if stale:
+            query = (
+                select(*RECORD_COLUMNS)
+                .where(events.c.kernel_id.in_(stale))
+                .order_by(events.c.kernel_id, events.c.seq)
+            )
+            states |= fold(await self._envelopes(query))
+        return {k: state for k, state in sorted(states.items()) if is_live(state)}
 
     async def all_kernels(self) -> dict[str, KernelState]:
         query = (
@@ -317,9 +332,11 @@ class SQLiteEventLog(WriteFront):
                 continue
             state = None
             if stream_id != AGENT_STREAM:
-                stream = select(*RECORD_COLUMNS).where(events.c.kernel_id == stream_id)
-                rows = conn.execute(stream.order_by(events.c.seq))
-                state = replay(to_envelope(Record(*r)) for r in rows)
+                state = decode_state(row.snapshot)
+                if state is None or state.seq != row.last_seq:
+                    stream = select(*RECORD_COLUMNS).where(events.c.kernel_id == stream_id)
+                    rows = conn.execute(stream.order_by(events.c.seq))
+                    state = replay(to_envelope(Record(*r)) for r in rows)
             self._heads[stream_id] = StreamHead(row.last_seq, state, row.updated_at)
 
 
