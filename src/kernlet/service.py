@@ -30,7 +30,13 @@ from kernlet.config import AgentConfig, ConfigError
 from kernlet.drivers.docker import LABEL_AGENT, DockerDriver
 from kernlet.drivers.nats import BusSettings, NatsDriver
 from kernlet.drivers.ports import PortPool
-from kernlet.drivers.resources import Allocator, apply_reserved, detect_plugins, gather_hwinfo
+from kernlet.drivers.resources import (
+    Allocator,
+    apply_reserved,
+    cuda_for_containers,
+    detect_plugins,
+    gather_hwinfo,
+)
 from kernlet.errors import DriverError
 from kernlet.events import AGENT_STREAM, AgentStarted, AgentTerminated
 from kernlet.periodic import every
@@ -88,7 +94,10 @@ class AgentService:
         )
         self.ctx = ctx
         r = self.cfg.resource
-        self.plugins = detect_plugins(r.cuda, r.cuda_mode)
+        detected = detect_plugins(r.cuda, r.cuda_mode)
+        runtimes = (self.loop.run(self.docker.runtimes())
+                    if any(p.key == "cuda" for p in detected) else [])
+        self.plugins, ctx.cuda = cuda_for_containers(detected, r.cuda_access, runtimes)
         try:
             pools = apply_reserved(self.plugins, {"cpu": r.reserved_cpu, "mem": r.reserved_mem})
         except ValueError as exc:
