@@ -148,7 +148,10 @@ def test_what_a_container_gets_for_its_gpus(tmp_path: Path) -> None:
     assert parts.devices == (*nodes.control, str(roots["dev"] / "nvidia1"))
     assert all(ro for _, _, ro in parts.mounts) and len(parts.mounts) == len(nodes.files)
     assert parts.env["LD_LIBRARY_PATH"] == "/usr/local/nvidia/lib64:/opt/lib"
-    assert parts.env["CUDA_VISIBLE_DEVICES"] == "0"
+    # by UUID there: the driver may list the host's other GPUs, so an index could be wrong
+    assert parts.env["CUDA_VISIBLE_DEVICES"] == "GPU-1"
+    assert parts.env["CUDA_DEVICE_ORDER"] == "PCI_BUS_ID"
+    assert parts.env["NVIDIA_VISIBLE_DEVICES"] == "1"
     with pytest.raises(InsufficientResource, match="cannot give GPUs"):
         cuda_parts(None, ("0",))
     with pytest.raises(InsufficientResource, match="no device node"):
@@ -273,6 +276,7 @@ def test_device_nodes_reach_the_container_spec(tmp_path: Path) -> None:
         assert ("/usr/local/nvidia/lib64/libcuda.so.1" in
                 {inside for _, inside, ro in spec.mounts if ro})
         assert spec.env["LD_LIBRARY_PATH"] == "/usr/local/nvidia/lib64"
+        assert spec.env["CUDA_VISIBLE_DEVICES"] == "GPU-0"
         rig.call(DestroyKernel(kernel_id="k1"))
     finally:
         rig.close()

@@ -13,7 +13,9 @@ Chosen once at start (``[resource] cuda-access``, default ``auto``)::
                    under /usr/local/nvidia/bin): the layout CUDA images already name in their
                    LD_LIBRARY_PATH and PATH
 
-Either way the container's environment says which GPUs it holds (see :func:`cuda_parts`). A
+Either way the container's environment says which GPUs it holds (see :func:`cuda_parts`). The
+device-nodes way does not hide the host's other GPUs from listings inside the container (the
+toolkit masks /proc/driver/nvidia; kernlet does not), but they cannot be opened. A
 node advertises a cuda slot only for GPUs it can give (:func:`cuda_for_containers`): NVML
 sees them AND the toolkit is there or their device nodes and libnvidia-ml + libcuda exist.
 Detection reads a few directory entries once, at start; everything else is pure.
@@ -83,10 +85,12 @@ class CudaAccess:
     control: tuple[str, ...] = ()
     #: device-nodes: (host path, container path) of the driver's libraries and binaries
     files: tuple[tuple[str, str], ...] = ()
+    #: device-nodes: device id -> GPU UUID (what CUDA_VISIBLE_DEVICES names there)
+    uuids: dict[str, str] = field(default_factory=dict)
 
     def to_plain(self) -> dict[str, Any]:
         return {"mode": self.mode, "nodes": dict(self.nodes), "control": list(self.control),
-                "files": [c for _, c in self.files]}
+                "files": [c for _, c in self.files], "uuids": dict(self.uuids)}
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,12 +117,15 @@ def cuda_parts(access: CudaAccess | None, device_ids: Sequence[str],
                environ: Mapping[str, str] | None = None) -> CudaParts:
     """The container's share of GPUs ``device_ids`` (empty: none held).
 
-    Env: ``CUDA_VISIBLE_DEVICES=0..n-1`` (the container sees only its GPUs, numbered from
-    0), ``NVIDIA_VISIBLE_DEVICES`` = the host's indexes, ``NVIDIA_DRIVER_CAPABILITIES=
-    compute,utility``, ``KERNLET_CUDA_DEVICES`` = the host's indexes; device-nodes also puts
-    the libraries' directory in front of ``environ``'s ``LD_LIBRARY_PATH``. Under the toolkit
-    a kernel without GPUs gets ``NVIDIA_VISIBLE_DEVICES=void``. InsufficientResource if the
-    kernel holds GPUs this node cannot give (now)."""
+    Env: ``NVIDIA_VISIBLE_DEVICES`` and ``KERNLET_CUDA_DEVICES`` = the host's indexes,
+    ``NVIDIA_DRIVER_CAPABILITIES=compute,utility``, and ``CUDA_VISIBLE_DEVICES``: under the
+    toolkit ``0..n-1`` (the container sees only its GPUs, numbered from 0); with device nodes
+    the GPUs' UUIDs (the driver may still list the host's other GPUs there, unusable: their
+    nodes are absent and the device cgroup denies them, so an index could name the wrong
+    one), with ``CUDA_DEVICE_ORDER=PCI_BUS_ID`` and the libraries' directory in front of
+    ``environ``'s ``LD_LIBRARY_PATH``. Under the toolkit a kernel without GPUs gets
+    ``NVIDIA_VISIBLE_DEVICES=void``. InsufficientResource if the kernel holds GPUs this node
+    cannot give (now)."""
     if not device_ids:
         return CudaParts(env={"NVIDIA_VISIBLE_DEVICES": NO_GPUS}
                          if access is not None and access.mode == "toolkit" else {})
@@ -137,6 +144,9 @@ def cuda_parts(access: CudaAccess | None, device_ids: Sequence[str],
     missing = [d for d in device_ids if d not in access.nodes]
     if missing:
         raise InsufficientResource(f"cuda: no device node for GPU(s) {missing} on this node")
+    if all(d in access.uuids for d in device_ids):
+        env["CUDA_VISIBLE_DEVICES"] = ",".join(access.uuids[d] for d in device_ids)
+    env["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID"
     old = (environ or {}).get("LD_LIBRARY_PATH", "")
     env["LD_LIBRARY_PATH"] = f"{LIB_IN_CONTAINER}:{old}" if old else LIB_IN_CONTAINER
     return CudaParts(
@@ -197,7 +207,9 @@ def probe_cuda_access(
     if not nodes:
         return None, f"no toolkit and no /dev/nvidia<minor> node for any GPU under {dev}"
     control = tuple(str(dev / n) for n in CONTROL_NODES if (dev / n).exists())
-    return CudaAccess("device-nodes", nodes, control, tuple(files)), "device nodes found"
+    uuids = {str(d["id"]): str(d["uuid"]) for d in plugin.info.get("devices", [])
+             if d.get("uuid") and str(d["id"]) in nodes}
+    return CudaAccess("device-nodes", nodes, control, tuple(files), uuids), "device nodes found"
 
 
 def cuda_for_containers(
