@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from integration.conftest import IMAGE, AgentProcess, no_leaks
+from integration.test_cli import cli
 from kernlet.client import KernletClient
 from kernlet.drivers.docker import ContainerSpec, DockerDriver
 from kernlet.errors import DockerError, InsufficientResource, InvalidRequest, KernelNotFound
@@ -41,6 +42,15 @@ async def test_a_gpu_request_on_a_node_without_gpus(
     assert (await client.gather_hwinfo())["slots"] == used
     k = await client.create_kernel(IMAGE, kernel_id=kernel_id, slots={})
     await client.destroy_kernel(k["id"])
+
+
+def test_the_cli_asks_for_slots(agent: AgentProcess) -> None:
+    with no_leaks(agent):
+        res = cli(agent, "kernel", "create", "--image", IMAGE, "--slot", "cuda.device=1")
+    assert res.returncode == 73, res.stderr  # the kernel could not be created
+    assert "InsufficientResource" in res.stderr and "slots.cuda.device" in res.stderr
+    bad = cli(agent, "kernel", "create", "--image", IMAGE, "--slot", "cuda.device")
+    assert bad.returncode == 2 and "NAME=AMOUNT" in bad.stderr
 
 
 async def _exit_code(rt: DockerDriver, cid: str) -> int | None:
