@@ -1,22 +1,34 @@
 """GPUs on this GPU-less node, for real: the agent refuses a cuda.device request with a typed
 error naming the field and holds nothing; Docker gets the spec's device nodes and device
 requests as built (a device node reaches the container; a GPU request without the NVIDIA
-toolkit is refused by Docker, typed). The GPU path itself: tests/unit/test_gpu.py (NVML
-stand-in) and scripts/gpu-check.sh (on a GPU machine)."""
+toolkit is refused by Docker, typed); and a real agent whose NVML is a stand-in module
+(``pynvml`` first on its PYTHONPATH) with ``cuda-access = "toolkit"`` forced: it advertises
+the GPU, records the allocation, gives Docker the DeviceRequest, and when Docker refuses it
+(no toolkit here) rolls everything back. The GPU path itself: tests/unit/test_gpu.py and
+scripts/gpu-check.sh (on a GPU machine)."""
 
 from __future__ import annotations
 
 import asyncio
+import os
+import textwrap
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from integration.conftest import IMAGE, AgentProcess, no_leaks
+from integration.conftest import IMAGE, NATS_URL, AgentProcess, no_leaks
 from integration.test_cli import cli
 from kernlet.client import KernletClient
 from kernlet.drivers.docker import ContainerSpec, DockerDriver
-from kernlet.errors import DockerError, InsufficientResource, InvalidRequest, KernelNotFound
+from kernlet.errors import (
+    CreationFailed,
+    DockerError,
+    InsufficientResource,
+    InvalidRequest,
+    KernelNotFound,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -91,3 +103,60 @@ async def test_docker_gets_device_nodes_and_gpu_requests(halfstack: None) -> Non
         for cid in made:
             await rt.remove(cid)
         await rt.close()
+
+
+#: pynvml as the agent process imports it: one H200, index 0
+PYNVML = textwrap.dedent('''
+    class NVMLError(Exception):
+        pass
+    class _Mem:
+        total = 141 * 1024**3
+    def nvmlInit(): pass
+    def nvmlShutdown(): pass
+    def nvmlDeviceGetCount(): return 1
+    def nvmlDeviceGetHandleByIndex(i): return i
+    def nvmlDeviceGetName(h): return b"NVIDIA H200 (stand-in)"
+    def nvmlDeviceGetUUID(h): return "GPU-stand-in-%d" % h
+    def nvmlDeviceGetMemoryInfo(h): return _Mem()
+    def nvmlDeviceGetCudaComputeCapability(h): return (9, 0)
+    def nvmlDeviceGetMinorNumber(h): return h
+    def nvmlSystemGetDriverVersion(): return "560.35"
+''')
+
+
+@pytest.fixture
+def gpu_agent(halfstack: None, tmp_path: Path,
+              monkeypatch: pytest.MonkeyPatch) -> Iterator[AgentProcess]:
+    stub = tmp_path / "nvml"
+    stub.mkdir()
+    (stub / "pynvml.py").write_text(PYNVML)
+    monkeypatch.setenv("PYTHONPATH", f"{stub}:{os.environ.get('PYTHONPATH', '')}")
+    proc = AgentProcess(tmp_path, f"test-gpu-{uuid.uuid4().hex[:8]}",
+                        '[resource]\ncuda-access = "toolkit"\n')
+    text = proc.config.read_text()
+    proc.config.write_text(text.replace("[container]\n",
+                                        "[container]\nport-range = [32300, 32399]\n", 1))
+    proc.start()
+    yield proc
+    proc.cleanup()
+
+
+async def test_a_stand_in_gpu_through_the_real_agent(gpu_agent: AgentProcess) -> None:
+    async with KernletClient(NATS_URL, agent_id=gpu_agent.agent_id, timeout=90) as c:
+        hw = await c.gather_hwinfo()
+        assert hw["slots"]["cuda.device"]["capacity"] == "1"
+        assert hw["plugins"]["cuda"]["access"]["mode"] == "toolkit"
+        assert hw["plugins"]["cuda"]["devices"][0]["uuid"] == "GPU-stand-in-0"
+        kernel_id = f"gpu-{uuid.uuid4().hex[:8]}"
+        # Docker is asked for the GPU and, without the NVIDIA toolkit, refuses at start
+        with no_leaks(gpu_agent), pytest.raises(CreationFailed, match="device driver"):
+            await c.create_kernel(IMAGE, kernel_id=kernel_id, slots={"cuda.device": 1})
+        events = await c.events(kernel_id)
+        (creating,) = [e for e in events if e["type"] == "kernel_creating"]
+        assert creating["payload"]["devices"] == {"cuda.device": {"0": "1"}}
+        assert events[-1]["type"] == "kernel_terminated"
+        assert events[-1]["payload"]["reason"] == "failed-to-create"
+        assert (await c.gather_hwinfo())["slots"]["cuda.device"]["used"] == "0"
+        # over the node's one GPU: refused up front
+        with pytest.raises(InsufficientResource, match="has 1 in all"):
+            await c.create_kernel(IMAGE, slots={"cuda.device": 2})
