@@ -4,7 +4,8 @@ requests as built (a device node reaches the container; a GPU request without th
 toolkit is refused by Docker, typed); and a real agent whose NVML is a stand-in module
 (``pynvml`` first on its PYTHONPATH) with ``cuda-access = "toolkit"`` forced: it advertises
 the GPU, records the allocation, gives Docker the DeviceRequest, and when Docker refuses it
-(no toolkit here) rolls everything back. The GPU path itself: tests/unit/test_gpu.py and
+(no toolkit here) rolls everything back; with ``cuda-access = "device-nodes"`` and no
+/dev/nvidiactl here, the same agent advertises no GPU at all. The GPU path itself: tests/unit/test_gpu.py and
 scripts/gpu-check.sh (on a GPU machine)."""
 
 from __future__ import annotations
@@ -124,15 +125,16 @@ PYNVML = textwrap.dedent('''
 ''')
 
 
-@pytest.fixture
-def gpu_agent(halfstack: None, tmp_path: Path,
+@pytest.fixture(params=["toolkit"])
+def gpu_agent(request: pytest.FixtureRequest, halfstack: None, tmp_path: Path,
               monkeypatch: pytest.MonkeyPatch) -> Iterator[AgentProcess]:
+    """A real agent whose NVML sees one stand-in GPU; ``cuda-access`` = the param."""
     stub = tmp_path / "nvml"
     stub.mkdir()
     (stub / "pynvml.py").write_text(PYNVML)
     monkeypatch.setenv("PYTHONPATH", f"{stub}:{os.environ.get('PYTHONPATH', '')}")
     proc = AgentProcess(tmp_path, f"test-gpu-{uuid.uuid4().hex[:8]}",
-                        '[resource]\ncuda-access = "toolkit"\n')
+                        f'[resource]\ncuda-access = "{request.param}"\n')
     text = proc.config.read_text()
     proc.config.write_text(text.replace("[container]\n",
                                         "[container]\nport-range = [32300, 32399]\n", 1))
@@ -160,3 +162,16 @@ async def test_a_stand_in_gpu_through_the_real_agent(gpu_agent: AgentProcess) ->
         # over the node's one GPU: refused up front
         with pytest.raises(InsufficientResource, match="has 1 in all"):
             await c.create_kernel(IMAGE, slots={"cuda.device": 2})
+
+
+@pytest.mark.parametrize("gpu_agent", ["device-nodes"], indirect=True)
+async def test_a_gpu_the_node_cannot_give_is_not_advertised(gpu_agent: AgentProcess) -> None:
+    if Path("/dev/nvidiactl").exists():
+        pytest.skip("this host has NVIDIA device nodes")
+    # NVML (the stand-in) sees a GPU, but there is no toolkit and no /dev/nvidiactl here
+    assert "no cuda slot advertised" in gpu_agent.log.read_text()
+    async with KernletClient(NATS_URL, agent_id=gpu_agent.agent_id, timeout=90) as c:
+        hw = await c.gather_hwinfo()
+        assert "cuda" not in hw["plugins"] and "cuda.device" not in hw["slots"]
+        with no_leaks(gpu_agent), pytest.raises(InsufficientResource, match="has none"):
+            await c.create_kernel(IMAGE, slots={"cuda.device": 1})
