@@ -98,7 +98,8 @@ async def test_docker_gets_device_nodes_and_gpu_requests(halfstack: None) -> Non
         # a GPU request where Docker has no NVIDIA toolkit: refused, typed
         cid = await rt.create(spec("gpu", gpus=("0",)))
         made.append(cid)
-        with pytest.raises(DockerError, match="device driver"):
+        with pytest.raises(DockerError,
+                           match=r"device driver \"nvidia\" with capabilities: \[\[gpu\]\]"):
             await rt.start(cid)
     finally:
         for cid in made:
@@ -151,7 +152,7 @@ async def test_a_stand_in_gpu_through_the_real_agent(gpu_agent: AgentProcess) ->
         assert hw["plugins"]["cuda"]["devices"][0]["uuid"] == "GPU-stand-in-0"
         kernel_id = f"gpu-{uuid.uuid4().hex[:8]}"
         # Docker is asked for the GPU and, without the NVIDIA toolkit, refuses at start
-        with no_leaks(gpu_agent), pytest.raises(CreationFailed, match="device driver"):
+        with no_leaks(gpu_agent), pytest.raises(CreationFailed, match="device driver \"nvidia\""):
             await c.create_kernel(IMAGE, kernel_id=kernel_id, slots={"cuda.device": 1})
         events = await c.events(kernel_id)
         (creating,) = [e for e in events if e["type"] == "kernel_creating"]
