@@ -186,6 +186,9 @@ class ResourceSection(_Section):
     cuda: Literal["auto", "off"] = "auto"
     #: "device": whole GPUs (cuda.device); "shares": fractions in quanta of 0.1 (cuda.shares)
     cuda_mode: Literal["device", "shares"] = "device"
+    #: how GPUs reach containers: "auto" (the NVIDIA toolkit where Docker has it, else the
+    #: device nodes and driver libraries), "toolkit" or "device-nodes" (docs/resources.md)
+    cuda_access: Literal["auto", "toolkit", "device-nodes"] = "auto"
 
     @field_validator("reserved_mem", mode="before")
     @classmethod

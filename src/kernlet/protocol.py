@@ -20,7 +20,14 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+    field_validator,
+)
 
 from kernlet.errors import InvalidRequest, UnknownCommand
 
@@ -75,6 +82,10 @@ class _Request(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
 
+SlotName = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_-]*(\.[a-z0-9_-]+)*$",
+                                            max_length=64)]
+
+
 class KernelConfig(_Request):
     """How to create one kernel."""
 
@@ -83,9 +94,22 @@ class KernelConfig(_Request):
     cpu: Annotated[float, Field(gt=0, le=1024)] | None = None
     #: memory limit in bytes; None = agent default
     mem: Annotated[int, Field(ge=16 * 1024**2)] | None = None
+    #: other resource slots (e.g. {"cuda.device": 1}), all or nothing with cpu and mem;
+    #: amounts as numbers or decimal strings. Slot names, amounts and this node's capacity
+    #: are checked before anything is created (InvalidRequest / InsufficientResource)
+    slots: Annotated[dict[SlotName, int | float | str], Field(max_length=32)] = Field(
+        default_factory=dict)
     environ: dict[str, str] = Field(default_factory=dict)
     #: shell script run once in /home/work before the runtime starts
     bootstrap: Annotated[str, StringConstraints(max_length=64 * 1024)] = ""
+
+    @field_validator("slots")
+    @classmethod
+    def _not_cpu_or_mem(cls, v: dict[str, Any]) -> dict[str, Any]:
+        both = sorted({"cpu", "mem"} & set(v))
+        if both:
+            raise ValueError(f"{', '.join(both)}: set by the fields of that name, not in slots")
+        return v
 
 
 class Ping(_Request):

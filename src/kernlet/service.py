@@ -30,7 +30,14 @@ from kernlet.config import AgentConfig, ConfigError
 from kernlet.drivers.docker import LABEL_AGENT, DockerDriver
 from kernlet.drivers.nats import BusSettings, NatsDriver
 from kernlet.drivers.ports import PortPool
-from kernlet.drivers.resources import Allocator, apply_reserved, detect_plugins, gather_hwinfo
+from kernlet.drivers.resources import (
+    Allocator,
+    PluginInfo,
+    apply_reserved,
+    cuda_for_containers,
+    detect_plugins,
+    gather_hwinfo,
+)
 from kernlet.errors import DriverError
 from kernlet.events import AGENT_STREAM, AgentStarted, AgentTerminated
 from kernlet.periodic import every
@@ -88,7 +95,9 @@ class AgentService:
         )
         self.ctx = ctx
         r = self.cfg.resource
-        self.plugins = detect_plugins(r.cuda, r.cuda_mode)
+        detected = detect_plugins(r.cuda, r.cuda_mode)
+        self.plugins, ctx.cuda = cuda_for_containers(detected, r.cuda_access,
+                                                     self._runtimes(detected))
         try:
             pools = apply_reserved(self.plugins, {"cpu": r.reserved_cpu, "mem": r.reserved_mem})
         except ValueError as exc:
@@ -117,6 +126,16 @@ class AgentService:
             self._start_watcher()
         log.info("agent %s ready in %.2f s with %d live kernel(s) from the log",
                  self.cfg.agent.id, time.monotonic() - t0, len(live))
+
+    def _runtimes(self, plugins: list[PluginInfo]) -> list[str]:
+        """Docker's OCI runtimes, asked only when NVML found GPUs (is the NVIDIA one there?)."""
+        if not any(p.key == "cuda" for p in plugins):
+            return []
+        try:
+            return self.loop.run(self.docker.runtimes())
+        except DriverError as exc:
+            log.warning("cuda: cannot ask Docker for its runtimes: %s", exc)
+            return []
 
     def _reconfigure(self, cfg: AgentConfig) -> None:
         """Cluster settings changed (etcd): new kernels use them. Connection settings and

@@ -30,7 +30,7 @@ from kernlet.config import AgentConfig
 from kernlet.drivers.docker import LABEL_KERNEL
 from kernlet.drivers.fake_runtime import FakeRuntime
 from kernlet.drivers.ports import PortPool
-from kernlet.drivers.resources import CPU, MEM, Allocator, SlotPool
+from kernlet.drivers.resources import CPU, MEM, Allocator, CudaAccess, SlotPool
 from kernlet.events import AGENT_STREAM, Envelope, KernelState, is_live, replay
 from kernlet.events.codec import FrameReader, frame
 from kernlet.layout import IPC_IN_CONTAINER
@@ -109,8 +109,14 @@ class CrashingLog(MemoryEventLog):
 
 
 class Rig:
-    def __init__(self, tmp: Path) -> None:
+    """``extra_pools`` (e.g. a cuda.device pool) join the 2 cores and 4 GiB; ``cuda`` is the
+    node's GPU access (``AgentContext.cuda``)."""
+
+    def __init__(self, tmp: Path, extra_pools: Sequence[SlotPool] = (),
+                 cuda: CudaAccess | None = None) -> None:
         self.tmp = tmp
+        self.extra_pools = tuple(extra_pools)
+        self.cuda = cuda
         self.loop = LoopThread().start()
         self.docker = RigRuntime()
         self.docker.add_image(IMAGE, {"ai.kernlet.kernelspec": "1"})
@@ -130,9 +136,9 @@ class Rig:
                            docker=self.docker,  # type: ignore[arg-type]
                            outbox=Outbox(None, store, "kernlet", "rig"),  # type: ignore[arg-type]
                            create_slots=self.loop.run(_semaphore()),
-                           teardown_slots=self.loop.run(_semaphore(2)))
+                           teardown_slots=self.loop.run(_semaphore(2)), cuda=self.cuda)
         allocator = Allocator([SlotPool(CPU, {"0": Decimal(1), "1": Decimal(1)}),
-                               SlotPool(MEM, {"0": Decimal(4 * GiB)})])
+                               SlotPool(MEM, {"0": Decimal(4 * GiB)}), *self.extra_pools])
         agent = AgentActor.start(ctx, set(self.loop.run(store.kernel_ids())), allocator,
                                  PortPool(30000, 30010))
         agent.proxy().adopt(live).get()

@@ -6,10 +6,10 @@ from __future__ import annotations
 import os
 from decimal import Decimal
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from nvml_standin import fake_nvml
 
 from kernlet.drivers.resources import (
     CPU,
@@ -274,46 +274,19 @@ def test_cuda_is_absent_without_error_here() -> None:
     assert [p.key for p in detect_plugins(cuda="off")] == ["cpu", "mem"]
 
 
-class _NVMLError(Exception):
-    pass
-
-
-def _fake_nvml(count: int, fail_init: bool = False) -> SimpleNamespace:
-    calls: list[str] = []
-
-    def init() -> None:
-        calls.append("init")
-        if fail_init:
-            raise _NVMLError("NVML Shared Library Not Found")
-
-    return SimpleNamespace(
-        calls=calls,
-        NVMLError=_NVMLError,
-        nvmlInit=init,
-        nvmlShutdown=lambda: calls.append("shutdown"),
-        nvmlDeviceGetCount=lambda: count,
-        nvmlDeviceGetHandleByIndex=lambda i: i,
-        nvmlDeviceGetName=lambda h: b"NVIDIA H200",
-        nvmlDeviceGetUUID=lambda h: f"GPU-{h}",
-        nvmlDeviceGetMemoryInfo=lambda h: SimpleNamespace(total=141 * GiB),
-        nvmlDeviceGetCudaComputeCapability=lambda h: (9, 0),
-        nvmlSystemGetDriverVersion=lambda: "560.35",
-    )
-
-
 def test_cuda_plugin_through_a_fake_nvml() -> None:
-    nvml = _fake_nvml(2)
+    nvml = fake_nvml(2)
     plugin = detect_cuda("shares", nvml=nvml)
     assert plugin is not None and nvml.calls == ["init", "shutdown"]
     assert plugin.pools == (SlotPool(CUDA_SHARES, {"0": Decimal(1), "1": Decimal(1)}),)
     info = gather_hwinfo([plugin])["cuda"]
     assert info["slots"]["cuda.shares"]["capacity"] == "2"
     assert info["devices"][1] == {"id": "1", "name": "NVIDIA H200", "uuid": "GPU-1",
-                                  "memory": 141 * GiB, "compute_capability": "9.0"}
-    device = detect_cuda("device", nvml=_fake_nvml(1))
+                                  "memory": 141 * GiB, "compute_capability": "9.0", "minor": 1}
+    device = detect_cuda("device", nvml=fake_nvml(1))
     assert device is not None and device.pools[0].spec is CUDA_DEVICE
-    assert detect_cuda(nvml=_fake_nvml(0)) is None
-    assert detect_cuda(nvml=_fake_nvml(1, fail_init=True)) is None
+    assert detect_cuda(nvml=fake_nvml(0)) is None
+    assert detect_cuda(nvml=fake_nvml(1, fail_init=True)) is None
     with pytest.raises(ValueError, match="mode"):
         detect_cuda("mig", nvml=nvml)
 

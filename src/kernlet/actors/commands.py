@@ -14,6 +14,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from kernlet import __version__
+from kernlet.actors.hooks.allocate import slot_fields, slot_request
 from kernlet.actors.messages import (
     Command,
     Complete,
@@ -30,7 +31,13 @@ from kernlet.actors.reply import Gather, Reply
 from kernlet.actors.services import shutdown_service, start_service
 from kernlet.actors.steps import kernel_dirs
 from kernlet.drivers.files import WorkDir
-from kernlet.errors import ImageNotFound, InvalidRequest, KernelAlreadyExists, KernelNotFound
+from kernlet.errors import (
+    ImageNotFound,
+    InvalidRequest,
+    KernelAlreadyExists,
+    KernelNotFound,
+    KernletError,
+)
 from kernlet.events import (
     KernelState,
     event_to_dict,
@@ -101,6 +108,13 @@ def _create_kernels(agent: AgentActor, req: CreateKernels, cmd: Command) -> None
             f"kernel(s) {small}: mem below the smallest a kernel can be given "
             f"({c.min_mem // 1024**2} MiB, container.min-mem: the runtime and an idle "
             "ipykernel take about 76 MiB)")
+    for i, (kernel_id, kconfig) in enumerate(zip(req.kernel_ids, req.configs, strict=True)):
+        for slot, amount in slot_request(agent.ctx.cfg, kconfig.model_dump()).items():
+            try:
+                agent.ledger.check({slot: amount})
+            except KernletError as exc:
+                raise type(exc)(f"create_kernels: configs.{i}.{slot_fields(slot)} (kernel "
+                                f"{kernel_id}): {exc.message}") from exc
     gather = Gather(len(req.kernel_ids), lambda results: cmd.reply.ok({"kernels": results}))
     for i, (kernel_id, kconfig) in enumerate(zip(req.kernel_ids, req.configs, strict=True)):
         ref = agent.start_kernel(kernel_id, None)

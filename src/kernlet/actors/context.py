@@ -12,6 +12,7 @@ from kernlet.actors.loop import LoopThread
 from kernlet.actors.outbox import Outbox
 from kernlet.config import AgentConfig
 from kernlet.drivers.container_runtime import ContainerRuntime
+from kernlet.drivers.resources import CudaAccess
 from kernlet.events import AGENT_STREAM, Envelope, EventBody, new_envelope
 from kernlet.store import EventLog
 
@@ -31,6 +32,8 @@ class AgentContext:
     create_slots: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(8))
     #: bounds concurrent teardowns (the down hooks of a kernel hold one slot)
     teardown_slots: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(8))
+    #: how this node gives GPUs to containers (None: it has none it can give); set at start
+    cuda: CudaAccess | None = None
     #: called on the loop with each event once it is durable (watcher, metrics)
     listeners: list[Callable[[Envelope], None]] = field(default_factory=list)
     _crash_count: int = 0

@@ -41,6 +41,11 @@ class Ledger:
         self._held_ports[kernel_id] = ports
         return allocation, ports
 
+    def check(self, request: Mapping[str, Amount]) -> None:
+        """Refuse a request this node could never give (see ``Allocator.check``); holds
+        nothing either way."""
+        self._slots.check(request)
+
     def release(self, kernel_id: str) -> tuple[Allocation | None, tuple[int, ...]]:
         """Give back everything the kernel holds: what that was (None, (): nothing; a second
         release is a no-op)."""

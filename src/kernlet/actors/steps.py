@@ -26,6 +26,7 @@ from kernlet.drivers.container_runtime import (
     ImageInfo,
     PullProgress,
 )
+from kernlet.drivers.resources import CudaAccess, cuda_device_ids, cuda_parts
 from kernlet.errors import DockerError
 from kernlet.events import KernelState
 from kernlet.layout import (
@@ -105,13 +106,16 @@ def container_spec(
     state: KernelState,
     dirs: KernelDirs,
     ports: dict[int, int],
+    cuda: CudaAccess | None = None,
 ) -> ContainerSpec:
     """The container for a kernel: its recorded allocation (cores, cpu amount, memory), its
     service ports (container port -> host port), the agent's mounts, user and limits.
 
     The cpu request is a guarantee: the cpuset plus CPU shares of 1024 per core requested
     (Docker's bounds 2..262144). A hard quota comes only from ``container.cpu-limit``: the
-    request times its factor, at most the cpuset's cores and at least 0.01 (Docker's least)."""
+    request times its factor, at most the cpuset's cores and at least 0.01 (Docker's least).
+    GPUs: those of the recorded device map, given the way ``cuda`` says (``cuda_parts``), so
+    a restart or a recovery gives the same ones."""
     kernel_id, session_id, kconfig = state.kernel_id, state.session_id, state.config
     cpu = float(state.slots.get("cpu") or cfg.container.default_cpu)
     factor = cfg.container.cpu_limit_factor
@@ -120,8 +124,11 @@ def container_spec(
         quota = min(quota, len(state.cpuset))
     mem = int(state.slots.get("mem") or cfg.container.default_mem)
     lib = Path(kernlet.__file__).resolve().parent
+    environ = {str(k): str(v) for k, v in (kconfig.get("environ") or {}).items()}
+    gpu = cuda_parts(cuda, cuda_device_ids(state.devices), environ)
     env = {
-        **{str(k): str(v) for k, v in (kconfig.get("environ") or {}).items()},
+        **environ,
+        **gpu.env,
         "HOME": WORK_IN_CONTAINER,
         "PYTHONPATH": LIB_IN_CONTAINER,
         "PYTHONDONTWRITEBYTECODE": "1",
@@ -144,6 +151,7 @@ def container_spec(
             (str(dirs.work), WORK_IN_CONTAINER, False),
             (str(dirs.ipc), IPC_IN_CONTAINER, False),
             (str(lib), f"{LIB_IN_CONTAINER}/kernlet", True),
+            *gpu.mounts,
         ),
         user=f"{cfg.container.kernel_uid}:{cfg.container.kernel_gid}",
         workdir=WORK_IN_CONTAINER,
@@ -158,6 +166,8 @@ def container_spec(
         read_only=cfg.container.read_only_root,
         tmpfs=({"/tmp": f"rw,nosuid,nodev,size={cfg.container.tmp_size}"}
                if cfg.container.read_only_root else {}),
+        gpus=gpu.gpus,
+        devices=gpu.devices,
     )
 
 

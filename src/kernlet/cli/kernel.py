@@ -35,14 +35,21 @@ def kernel(ctx: click.Context, target: Target) -> None:
 @click.option("--image", required=True, help="kernel image, e.g. kernlet/python:3.11")
 @click.option("--cpu", type=float, default=None, help="CPU cores (fractions allowed)")
 @click.option("--mem", default=None, help="memory limit, e.g. 512m or 2g")
+@click.option("--slot", "slots", multiple=True, metavar="NAME=AMOUNT",
+              help="another resource slot, e.g. cuda.device=1; repeatable")
 @click.option("--env", "environ", multiple=True, help="KEY=VALUE, repeatable")
 @click.option("--id", "kernel_id", default=None, help="kernel id (default: random)")
 @click.option("--json", "as_json", is_flag=True, help="print the whole result as JSON")
 @click.pass_context
 def create(ctx: click.Context, image: str, cpu: float | None, mem: str | None,
-           environ: tuple[str, ...], kernel_id: str | None, as_json: bool) -> None:
+           slots: tuple[str, ...], environ: tuple[str, ...], kernel_id: str | None,
+           as_json: bool) -> None:
     """Create a kernel and print its id."""
     config: dict[str, Any] = {"environ": dict(e.split("=", 1) for e in environ if "=" in e)}
+    if any("=" not in s for s in slots):
+        raise click.BadParameter("NAME=AMOUNT, e.g. cuda.device=1", param_hint="--slot")
+    if slots:
+        config["slots"] = dict(s.split("=", 1) for s in slots)
     if cpu is not None:
         config["cpu"] = cpu
     if mem is not None:

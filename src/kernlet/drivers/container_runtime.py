@@ -79,6 +79,11 @@ class ContainerSpec:
     read_only: bool = False
     #: container path -> tmpfs options (e.g. {"/tmp": "rw,nosuid,nodev,size=268435456"})
     tmpfs: dict[str, str] = field(default_factory=dict)
+    #: GPUs (NVML indexes) for a Docker DeviceRequest of the "nvidia" driver (the NVIDIA
+    #: container toolkit); () none
+    gpus: tuple[str, ...] = ()
+    #: host device nodes given at the same path, read/write/mknod in the device cgroup
+    devices: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,6 +119,11 @@ class ContainerRuntime(Protocol):
 
     async def ping(self) -> None:
         """Return when the engine answers; DockerError when it does not."""
+        ...
+
+    async def runtimes(self) -> builtins.list[str]:
+        """The OCI runtimes the engine offers (Docker info's ``Runtimes``: "runc", maybe
+        "nvidia"); DockerError when it does not answer."""
         ...
 
     async def ensure_network(self, name: str, internal: bool) -> None:

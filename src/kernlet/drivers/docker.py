@@ -117,6 +117,11 @@ class DockerDriver:
         with translated("ping"):
             await self._d.version()
 
+    async def runtimes(self) -> list[str]:
+        with translated("info"):
+            info = await self._d.system.info()
+        return sorted((info.get("Runtimes") or {}).keys())
+
     async def ensure_network(self, name: str, internal: bool) -> None:
         with translated(f"network {name}", DockerError):
             existing = await self._d.networks.list(filters={"name": [name]})
@@ -198,6 +203,12 @@ class DockerDriver:
             host_config["ReadonlyRootfs"] = True
         if spec.tmpfs:
             host_config["Tmpfs"] = dict(spec.tmpfs)
+        if spec.gpus:
+            host_config["DeviceRequests"] = [{"Driver": "nvidia", "DeviceIDs": list(spec.gpus),
+                                              "Capabilities": [["gpu"]]}]
+        if spec.devices:
+            host_config["Devices"] = [{"PathOnHost": d, "PathInContainer": d,
+                                       "CgroupPermissions": "rwm"} for d in spec.devices]
         config: dict[str, Any] = {
             "Image": spec.image,
             "Cmd": list(spec.cmd),

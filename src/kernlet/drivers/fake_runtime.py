@@ -40,8 +40,8 @@ _T = TypeVar("_T")
 
 #: the methods that fail_next and block accept
 METHODS = frozenset({
-    "close", "ping", "ensure_network", "image", "pull", "images", "create", "start", "stop",
-    "remove", "inspect", "list", "exec", "logs", "events",
+    "close", "ping", "runtimes", "ensure_network", "image", "pull", "images", "create",
+    "start", "stop", "remove", "inspect", "list", "exec", "logs", "events",
 })
 
 
@@ -107,6 +107,8 @@ class FakeRuntime:
         self.containers: dict[str, FakeContainer] = {}
         #: network name -> internal
         self.networks: dict[str, bool] = {}
+        #: what ``runtimes()`` answers (Docker info's Runtimes)
+        self.runtime_names: builtins.list[str] = ["runc"]
         self._images: dict[str, ImageInfo] = {}
         self._registry: dict[str, ImageInfo] = {}
         self._failures: dict[str, builtins.list[BaseException]] = {}
@@ -153,6 +155,9 @@ class FakeRuntime:
 
     async def ping(self) -> None:
         await self._leave(await self._enter("ping"), None)
+
+    async def runtimes(self) -> builtins.list[str]:
+        return await self._leave(await self._enter("runtimes"), list(self.runtime_names))
 
     async def ensure_network(self, name: str, internal: bool) -> None:
         gate = await self._enter("ensure_network", name)

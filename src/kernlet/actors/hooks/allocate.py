@@ -1,16 +1,34 @@
-"""Hook ``allocate``: the kernel's slots (cpu, mem, devices) and host ports, all or nothing,
-from the agent's resource ledger. Undo: give them back (by kernel id: idempotent)."""
+"""Hook ``allocate``: the kernel's slots (cpu, mem, its ``slots`` such as cuda.device) and host
+ports, all or nothing, from the agent's resource ledger. Undo: give them back (by kernel id:
+idempotent). A request this node could never give was refused before the kernel existed
+(``create_kernels`` calls ``Ledger.check`` on :func:`slot_request`)."""
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
 from typing import Any
 
 from kernlet.actors import steps
 from kernlet.actors.hooks.base import BaseHook, HookEnv
 from kernlet.actors.messages import Allocate, Allocated, Release
+from kernlet.config import AgentConfig
 
-__all__ = ["AllocateHook"]
+__all__ = ["AllocateHook", "slot_fields", "slot_request"]
+
+
+def slot_request(cfg: AgentConfig, config: Mapping[str, Any]) -> dict[str, Any]:
+    """Every slot a kernel's config asks for: cpu and mem (the agent's defaults when unset)
+    and its ``slots`` (cuda.device...)."""
+    c = cfg.container
+    return {**dict(config.get("slots") or {}),
+            "cpu": str(config.get("cpu") or c.default_cpu),
+            "mem": str(config.get("mem") or c.default_mem)}
+
+
+def slot_fields(slot: str) -> str:
+    """The KernelConfig field a slot of :func:`slot_request` comes from (for errors)."""
+    return slot if slot in ("cpu", "mem") else f"slots.{slot}"
 
 
 class _Inbox:
@@ -34,11 +52,7 @@ class AllocateHook(BaseHook):
     name = "allocate"
 
     async def up(self, env: HookEnv) -> tuple[Any, tuple[int, ...]]:
-        cfg = env.ctx.cfg.container
-        request = {
-            "cpu": str(env.state.config.get("cpu") or cfg.default_cpu),
-            "mem": str(env.state.config.get("mem") or cfg.default_mem),
-        }
+        request = slot_request(env.ctx.cfg, env.state.config)
         inbox = _Inbox(asyncio.get_running_loop())
         ports = len(env.facts["pull"].service_ports) if steps.publishes_ports(env.ctx.cfg) else 0
         env.agent.tell(Allocate(env.kernel_id, request, ports, inbox))

@@ -24,7 +24,8 @@ class ContainerHook(BaseHook):
 
     async def up(self, env: HookEnv) -> str:
         spec = steps.container_spec(env.ctx.cfg, env.state,
-                                    steps.kernel_dirs(env.ctx.cfg, env.kernel_id), port_map(env))
+                                    steps.kernel_dirs(env.ctx.cfg, env.kernel_id), port_map(env),
+                                    env.ctx.cuda)
         async with env.ctx.create_slots:
             return await steps.create_container(env.ctx.docker, spec)
 

@@ -43,6 +43,7 @@ class RuntimeHook(BaseHook):
             "container_id": s.container_id,
             "image": s.image,
             "resource_spec": dict(s.slots),
+            "devices": {slot: list(m) for slot, m in s.devices.items()},
             "service_ports": service_ports,
             "scratch_dir": s.scratch_dir,
             "runtime": {k: fact.get(k) for k in ("runtime", "version")},

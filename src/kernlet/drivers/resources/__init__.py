@@ -4,6 +4,9 @@
 
     detect_plugins() ──► [PluginInfo cpu, mem, cuda?] ──► gather_hwinfo() (plain dicts)
                               │
+                              ▼
+      cuda_for_containers(docker runtimes) ──► only GPUs containers can be given, CudaAccess
+                              │
                               ▼ apply_reserved(reserved)
                          [SlotPool ...] ──► Allocator.allocate / release / restore
                                                    │
@@ -17,6 +20,15 @@ from __future__ import annotations
 
 from kernlet.drivers.resources._alloc import Allocation, Allocator, SlotPool, device_key
 from kernlet.drivers.resources._cuda import detect_cuda
+from kernlet.drivers.resources._cuda_access import (
+    CUDA_ACCESS_MODES,
+    CudaAccess,
+    CudaParts,
+    cuda_device_ids,
+    cuda_for_containers,
+    cuda_parts,
+    probe_cuda_access,
+)
 from kernlet.drivers.resources._plugins import (
     PluginInfo,
     apply_reserved,
@@ -41,6 +53,7 @@ from kernlet.drivers.resources._slots import (
 
 __all__ = [
     "CPU",
+    "CUDA_ACCESS_MODES",
     "CUDA_DEVICE",
     "CUDA_SHARES",
     "KNOWN_SLOTS",
@@ -49,12 +62,17 @@ __all__ = [
     "Allocation",
     "Allocator",
     "Amount",
+    "CudaAccess",
+    "CudaParts",
     "PluginInfo",
     "SlotPool",
     "SlotSpec",
     "SlotType",
     "apply_reserved",
     "cgroup_memory_limit",
+    "cuda_device_ids",
+    "cuda_for_containers",
+    "cuda_parts",
     "detect_cpu",
     "detect_cuda",
     "detect_mem",
@@ -63,6 +81,7 @@ __all__ = [
     "format_amount",
     "gather_hwinfo",
     "parse_amount",
+    "probe_cuda_access",
 ]
 
 

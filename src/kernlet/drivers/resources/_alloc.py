@@ -278,20 +278,35 @@ class Allocator:
             self._pools[slot].take(holding)
         self._held[kernel_id] = placed
 
+    def check(self, request: Mapping[str, Amount]) -> None:
+        """Whether ``request`` could ever be placed on this node, whatever is held now:
+        InvalidRequest (unknown slot, bad amount, not a multiple of the quantum: a fractional
+        device count) or InsufficientResource (a slot this node does not have, or more than
+        its whole capacity), each naming the slot. Changes nothing."""
+        for slot, n in self._quanta(request).items():
+            pool = self._pools[slot]
+            if n > sum(pool.cap.values()):
+                spec = pool.spec
+                raise InsufficientResource(
+                    f"{slot}: requested {format_amount(spec.from_quanta(n))}, this node has "
+                    f"{format_amount(spec.from_quanta(sum(pool.cap.values())))} in all")
+
     def _quanta(self, request: Mapping[str, Amount]) -> dict[str, int]:
         wanted: dict[str, int] = {}
         for slot in sorted(request):
             amount = parse_amount(slot, request[slot])
-            if slot not in KNOWN_SLOTS:
-                raise InvalidRequest(f"unknown resource slot {slot!r}")
-            if amount == 0:
+            spec = KNOWN_SLOTS.get(slot)
+            if spec is None:
+                raise InvalidRequest(
+                    f"unknown resource slot {slot!r}; known: {', '.join(sorted(KNOWN_SLOTS))}")
+            n = spec.to_quanta(amount)  # a fractional device count is refused here
+            if n == 0:
                 continue
-            pool = self._pools.get(slot)
-            if pool is None:
+            if slot not in self._pools:
                 raise InsufficientResource(
                     f"{slot}: requested {format_amount(amount)}, this node has none"
                 )
-            wanted[slot] = pool.spec.to_quanta(amount)
+            wanted[slot] = n
         return wanted
 
     def _shortage(self, pool: _Pool, n: int) -> str:

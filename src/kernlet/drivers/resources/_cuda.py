@@ -44,8 +44,21 @@ def _devices(nvml: Any) -> list[dict[str, Any]]:
             "uuid": _text(nvml.nvmlDeviceGetUUID(handle)),
             "memory": int(nvml.nvmlDeviceGetMemoryInfo(handle).total),
             "compute_capability": f"{int(major)}.{int(minor)}",
+            "minor": _minor_number(nvml, handle, index),
         })
     return out
+
+
+def _minor_number(nvml: Any, handle: Any, index: int) -> int:
+    """The device's /dev/nvidia<minor> number (not always its NVML index); the index when
+    this NVML cannot say."""
+    get = getattr(nvml, "nvmlDeviceGetMinorNumber", None)
+    if get is None:
+        return index
+    try:
+        return int(get(handle))
+    except (nvml.NVMLError, OSError):
+        return index
 
 
 def detect_cuda(mode: str = "device", nvml: Any = None) -> PluginInfo | None:
