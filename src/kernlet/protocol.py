@@ -83,6 +83,8 @@ class KernelConfig(_Request):
     cpu: Annotated[float, Field(gt=0, le=1024)] | None = None
     #: memory limit in bytes; None = agent default
     mem: Annotated[int, Field(ge=16 * 1024**2)] | None = None
+    #: bytes of /dev/shm, at most ``mem``; None = ``container.shm-size``
+    shm_size: Annotated[int, Field(ge=1024**2)] | None = None
     environ: dict[str, str] = Field(default_factory=dict)
     #: shell script run once in /home/work before the runtime starts
     bootstrap: Annotated[str, StringConstraints(max_length=64 * 1024)] = ""

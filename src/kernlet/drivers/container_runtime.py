@@ -79,6 +79,10 @@ class ContainerSpec:
     read_only: bool = False
     #: container path -> tmpfs options (e.g. {"/tmp": "rw,nosuid,nodev,size=268435456"})
     tmpfs: dict[str, str] = field(default_factory=dict)
+    #: bytes of /dev/shm; 0: Docker's default (64 MiB)
+    shm_size: int = 0
+    #: rlimit name ("nofile", "nproc") -> its soft and hard limit
+    ulimits: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)

@@ -198,6 +198,11 @@ class DockerDriver:
             host_config["ReadonlyRootfs"] = True
         if spec.tmpfs:
             host_config["Tmpfs"] = dict(spec.tmpfs)
+        if spec.shm_size:
+            host_config["ShmSize"] = spec.shm_size
+        if spec.ulimits:
+            host_config["Ulimits"] = [{"Name": n, "Soft": v, "Hard": v}
+                                      for n, v in spec.ulimits.items()]
         config: dict[str, Any] = {
             "Image": spec.image,
             "Cmd": list(spec.cmd),
