@@ -98,6 +98,8 @@ async def test_a_full_tmpfs_scratch_is_enospc_and_the_agent_goes_on(
             b = await client.create_kernel(IMAGE)
             return b, await stdout(client, b["id"], "print(6 * 7)")
 
+        # B is created and run while A fills its scratch and after (the full file stays until
+        # A removes it below), so whichever ends first, B's events are recorded meanwhile
         filled, (b, answer) = await asyncio.gather(stdout(client, a["id"], FILL), another())
         written, err = filled.split()
         assert err == "ENOSPC" and int(written) <= 64
