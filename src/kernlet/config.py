@@ -283,7 +283,8 @@ class AgentConfig(Section):
 
 
 #: settings that only the local file may set (identity, and how to reach etcd itself)
-LOCAL_ONLY = {"agent/id", "agent/var-dir", "etcd", "nats", "docker/url", "debug"}
+LOCAL_ONLY = {"agent/id", "agent/var-dir", "agent/log-dir", "etcd", "nats", "docker/url",
+              "debug"}
 
 
 def apply_cluster(cfg: AgentConfig, cluster: dict[str, str]) -> tuple[AgentConfig, list[str]]:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from kernlet.config import AgentConfig, ConfigError, load_config, parse_size
+from kernlet.config import AgentConfig, ConfigError, apply_cluster, load_config, parse_size
 
 DOCS = Path(__file__).parents[2] / "docs" / "configuration.md"
 
@@ -124,3 +124,13 @@ def test_cluster_settings_fill_what_the_local_file_leaves(tmp_path: Path) -> Non
     # a setting removed from etcd goes back to the default when applied on the local file
     again, _ = apply_cluster(local, {})
     assert again.container.default_mem == local.container.default_mem
+
+
+def test_the_log_dir_is_local_only(tmp_path: Path) -> None:
+    cfg = load_config(overrides={"agent": {"var_dir": str(tmp_path)}})
+    merged, refused = apply_cluster(cfg, {"agent/log-dir": "/elsewhere",
+                                          "agent/min-log-free": "1g",
+                                          "container/scratch-type": "tmpfs"})
+    assert merged.log_dir == tmp_path / "log" and merged.agent.min_log_free == 1024**3
+    # tmpfs without a size is invalid, so it is refused and the config stays as it was
+    assert sorted(refused) == ["agent/log-dir", "container/scratch-type"]
