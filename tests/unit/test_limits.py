@@ -180,3 +180,30 @@ async def test_a_sized_scratch_is_its_own_filesystem_of_that_size(
 def test_a_plain_hostdir_is_not_mounted(tmp_path: Path) -> None:
     scratch.mount(tmp_path, "hostdir", 0, 1000, 1000)
     assert not tmp_path.is_mount()
+
+
+@root_only
+def test_a_crash_mid_creation_unmounts_the_scratch_on_rollback(tmp_path: Path) -> None:
+    """The tmpfs is mounted before kernel_creating; a crash right after it leaves the mount,
+    and the rollback after the restart unmounts it before removing the dirs."""
+    import pykka
+
+    rig = Rig(tmp_path)
+    try:
+        pykka.ActorRegistry.stop_all()
+        rig.cfg = AgentConfig.model_validate({
+            "agent": {"id": "rig", "var-dir": str(tmp_path / "var")},
+            "container": {"stop-grace": 0.1, "default-cpu": 0.5, "scratch-type": "tmpfs",
+                          "scratch-size": "16m"}})
+        rig.agent = rig._start_agent(rig.store, {})
+        work = kernel_dirs(rig.cfg, "k1").work
+        rig.crash_after("kernel_creating")
+        rig.submit(create("k1"))
+        rig.wait(rig.store.crashed.is_set)
+        assert work.is_mount()
+        store = rig.restart_agent()
+        rig.wait(lambda: rig.events("k1", store)[-1:] == ["kernel_terminated"])
+        assert not work.is_mount() and rig.dirs("k1") == []
+    finally:
+        scratch.unmount(kernel_dirs(rig.cfg, "k1").work)
+        rig.close()
