@@ -7,21 +7,22 @@ and every error names the key (``container.kernel-uid: Input should be a valid i
 
 from __future__ import annotations
 
-import importlib.util
 import socket
-import ssl
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
+from kernlet.config_base import ConfigError, Section
+from kernlet.config_nats import NatsSection
 from kernlet.config_values import cpu_limit_factor, parse_origin, parse_size
 
 __all__ = [
     "SEARCH_PATH",
     "AgentConfig",
     "ConfigError",
+    "NatsSection",
     "apply_cluster",
     "find_config",
     "load_config",
@@ -35,26 +36,18 @@ SEARCH_PATH = (
     Path("/etc/kernlet/agent.toml"),
 )
 
-class ConfigError(Exception):
-    """The configuration file is missing, unreadable or invalid; the message names the key."""
-
-
-def _kebab(name: str) -> str:
-    return name.replace("_", "-")
-
-
-class _Section(BaseModel):
-    model_config = ConfigDict(
-        alias_generator=_kebab, populate_by_name=True, extra="forbid", frozen=True
-    )
-
-
-class AgentSection(_Section):
+class AgentSection(Section):
     id: str = Field(default_factory=lambda: f"agent-{socket.gethostname()}")
     region: str = "local"
     scaling_group: str = "default"
-    #: where the event log, scratch dirs and runtime sockets live
+    #: where the scratch dirs and runtime sockets live (and the event log, unless log-dir)
     var_dir: Path = Path("/var/lib/kernlet")
+    #: the event log's own dir (default ``<var-dir>/log``; best on another filesystem than
+    #: the scratch dirs) and the kept logs of terminated kernels beside it
+    log_dir: Path | None = None
+    #: new kernels are refused while the log's filesystem has less free space than this
+    #: (0: never); checked at every create (one statvfs)
+    min_log_free: int = Field(default=256 * 1024**2, ge=0)
     #: Docker create/start calls at once (kernels then boot their runtimes side by side)
     kernel_creation_concurrency: int = Field(default=8, ge=1, le=64)
     #: kernels torn down at once (a reset or a mass destroy runs in waves of this many)
@@ -66,69 +59,17 @@ class AgentSection(_Section):
     #: a container of this agent that no live kernel owns is removed once this old (seconds)
     orphan_grace: float = Field(default=60.0, ge=0)
 
-
-class NatsSection(_Section):
-    url: str = "nats://127.0.0.1:4222"
-    subject_prefix: str = "kernlet"
-    #: one way to authenticate: user and password, a token, or a .creds file (JWT and nkey)
-    user: str | None = None
-    password: str | None = None
-    token: str | None = None
-    creds: Path | None = None
-    #: CA file that enables TLS when set (verifies the server's certificate)
-    tls_ca: Path | None = None
-    #: the agent's own certificate and key (PEM), for servers that require client certs
-    tls_cert: Path | None = None
-    tls_key: Path | None = None
-    #: publish events into a JetStream stream when the server has JetStream
-    jetstream: bool = True
-    stream_name: str = "KERNLET_EVENTS"
-
-    @model_validator(mode="after")
-    def _auth(self) -> NatsSection:
-        ways = [k for k, v in (("user", self.user), ("token", self.token),
-                               ("creds", self.creds)) if v is not None]
-        if len(ways) > 1:
-            raise ValueError(f"use one of user/password, token, creds; not {' and '.join(ways)}")
-        if self.password is not None and self.user is None:
-            raise ValueError("password needs user")
-        if (self.tls_cert is None) != (self.tls_key is None):
-            raise ValueError("tls-cert and tls-key go together")
-        return self
-
-    def tls_context(self) -> ssl.SSLContext | None:
-        """The TLS context these settings ask for (None: plain TCP, unless the URL says
-        ``tls://``). ConfigError, naming the key, when a file cannot be loaded."""
-        if self.tls_ca is None and self.tls_cert is None:
-            return None
-        try:
-            ctx = ssl.create_default_context(cafile=str(self.tls_ca) if self.tls_ca else None)
-        except (OSError, ssl.SSLError) as exc:
-            raise ConfigError(f"nats.tls-ca: cannot load {self.tls_ca}: {exc}") from exc
-        if self.tls_cert is not None:
-            try:
-                ctx.load_cert_chain(str(self.tls_cert), str(self.tls_key))
-            except (OSError, ssl.SSLError) as exc:
-                raise ConfigError(f"nats.tls-cert/tls-key: cannot load {self.tls_cert} and "
-                                  f"{self.tls_key}: {exc}") from exc
-        return ctx
-
-    def check_files(self) -> None:
-        """Load what the files name, once at start: a missing or broken one is a ConfigError."""
-        self.tls_context()
-        if self.creds is not None:
-            if not self.creds.is_file():
-                raise ConfigError(f"nats.creds: no such file: {self.creds}")
-            if importlib.util.find_spec("nkeys") is None:
-                raise ConfigError("nats.creds: needs the nkeys package "
-                                  "(pip install 'nats-py[nkeys]')")
+    @field_validator("min_log_free", mode="before")
+    @classmethod
+    def _size(cls, v: Any) -> int:
+        return parse_size(v)
 
 
-class DockerSection(_Section):
+class DockerSection(Section):
     url: str = "unix:///var/run/docker.sock"
 
 
-class ContainerSection(_Section):
+class ContainerSection(Section):
     kernel_uid: int = Field(default=1000, ge=1)
     kernel_gid: int = Field(default=1000, ge=1)
     bind_host: str = "127.0.0.1"
@@ -156,11 +97,33 @@ class ContainerSection(_Section):
     read_only_root: bool = False
     #: size of the /tmp tmpfs of a read-only-root kernel
     tmp_size: int = 256 * 1024**2
+    #: a kernel's /home/work: "hostdir" (a dir under var-dir; with scratch-size, a loop-mounted
+    #: ext4 image of that size) or "tmpfs" (in memory, charged to the kernel's memory)
+    scratch_type: Literal["hostdir", "tmpfs"] = "hostdir"
+    #: the scratch's size; 0: a plain dir, bounded only by its filesystem (hostdir only)
+    scratch_size: int = Field(default=0, ge=0)
+    #: the size of /dev/shm; a kernel's memory must be at least this
+    shm_size: int = Field(default=64 * 1024**2, ge=1024**2)
+    #: open files and processes (per uid) of a kernel; clamped to the agent's hard limits
+    ulimit_nofile: int = Field(default=512000, ge=64)
+    ulimit_nproc: int = Field(default=65536, ge=16)
+    #: the last bytes of a container's output kept at teardown (get_logs after it); 0: none
+    keep_logs: int = Field(default=256 * 1024, ge=0, le=64 * 1024**2)
 
-    @field_validator("default_mem", "min_mem", "tmp_size", mode="before")
+    @field_validator("default_mem", "min_mem", "tmp_size", "scratch_size", "shm_size",
+                     "keep_logs", mode="before")
     @classmethod
     def _size(cls, v: Any) -> int:
         return parse_size(v)
+
+    @model_validator(mode="after")
+    def _limits(self) -> ContainerSection:
+        if self.scratch_type == "tmpfs" and not self.scratch_size:
+            raise ValueError("scratch-type tmpfs needs scratch-size (e.g. \"1g\")")
+        if self.shm_size > self.default_mem:
+            raise ValueError(f"shm-size ({self.shm_size}) above default-mem "
+                             f"({self.default_mem})")
+        return self
 
     @field_validator("cpu_limit")
     @classmethod
@@ -175,7 +138,7 @@ class ContainerSection(_Section):
         return cpu_limit_factor(self.cpu_limit)
 
 
-class ResourceSection(_Section):
+class ResourceSection(Section):
     """What the node offers kernels: detected capacity minus reserved amounts."""
 
     #: whole cores kept for the host (the lowest core ids)
@@ -196,12 +159,12 @@ class ResourceSection(_Section):
         return parse_size(v)
 
 
-class HeartbeatSection(_Section):
+class HeartbeatSection(Section):
     #: seconds between heartbeats (NATS publish and etcd liveness refresh)
     interval: float = Field(default=10.0, gt=0)
 
 
-class StatsSection(_Section):
+class StatsSection(Section):
     enabled: bool = True
     #: seconds between stats samples written to Redis
     interval: float = Field(default=5.0, gt=0)
@@ -211,11 +174,11 @@ class StatsSection(_Section):
     kernel_ttl: int = Field(default=10, ge=1)
 
 
-class RedisSection(_Section):
+class RedisSection(Section):
     url: str = "redis://127.0.0.1:6379/0"
 
 
-class EtcdSection(_Section):
+class EtcdSection(Section):
     """Cluster-wide settings and the agent's liveness key."""
 
     enabled: bool = True
@@ -230,7 +193,7 @@ class EtcdSection(_Section):
     lease_ttl: int = Field(default=30, ge=2)
 
 
-class LimitsSection(_Section):
+class LimitsSection(Section):
     #: largest request body accepted over NATS (bytes)
     max_request: int = 1024 * 1024
     #: largest code string accepted by execute (bytes)
@@ -245,7 +208,7 @@ class LimitsSection(_Section):
         return parse_size(v)
 
 
-class WatcherSection(_Section):
+class WatcherSection(Section):
     """The operators' HTTP endpoint served by the watcher actor inside the agent."""
 
     enabled: bool = True
@@ -268,7 +231,7 @@ class WatcherSection(_Section):
         return v
 
 
-class DebugSection(_Section):
+class DebugSection(Section):
     """Fault injection for tests and drills; never enable in production."""
 
     #: accept the debug_fault command (makes a kernel actor raise)
@@ -278,7 +241,7 @@ class DebugSection(_Section):
     crash_after: str | None = None
 
 
-class AgentConfig(_Section):
+class AgentConfig(Section):
     """The whole agent configuration."""
 
     agent: AgentSection = AgentSection()
@@ -295,8 +258,23 @@ class AgentConfig(_Section):
     debug: DebugSection = DebugSection()
 
     @property
+    def log_dir(self) -> Path:
+        """The event log's dir (``agent.log-dir``, default ``<var-dir>/log``)."""
+        return self.agent.log_dir or self.agent.var_dir / "log"
+
+    @property
     def log_path(self) -> Path:
-        return self.agent.var_dir / "events.sqlite"
+        """The event log; an agent of before log-dir keeps using ``<var-dir>/events.sqlite``
+        while log-dir is not set and that file exists."""
+        legacy = self.agent.var_dir / "events.sqlite"
+        if self.agent.log_dir is None and legacy.exists():
+            return legacy
+        return self.log_dir / "events.sqlite"
+
+    @property
+    def kept_logs_dir(self) -> Path:
+        """Where the kept output of terminated kernels lives, beside the event log."""
+        return self.log_path.parent / "kernel-logs"
 
     @property
     def scratch_root(self) -> Path:
@@ -308,7 +286,8 @@ class AgentConfig(_Section):
 
 
 #: settings that only the local file may set (identity, and how to reach etcd itself)
-LOCAL_ONLY = {"agent/id", "agent/var-dir", "etcd", "nats", "docker/url", "debug"}
+LOCAL_ONLY = {"agent/id", "agent/var-dir", "agent/log-dir", "etcd", "nats", "docker/url",
+              "debug"}
 
 
 def apply_cluster(cfg: AgentConfig, cluster: dict[str, str]) -> tuple[AgentConfig, list[str]]:

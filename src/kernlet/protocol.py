@@ -99,6 +99,8 @@ class KernelConfig(_Request):
     #: are checked before anything is created (InvalidRequest / InsufficientResource)
     slots: Annotated[dict[SlotName, int | float | str], Field(max_length=32)] = Field(
         default_factory=dict)
+    #: bytes of /dev/shm, at most ``mem``; None = ``container.shm-size``
+    shm_size: Annotated[int, Field(ge=1024**2)] | None = None
     environ: dict[str, str] = Field(default_factory=dict)
     #: shell script run once in /home/work before the runtime starts
     bootstrap: Annotated[str, StringConstraints(max_length=64 * 1024)] = ""

@@ -25,7 +25,7 @@ from kernlet.actors.messages import Relist
 from kernlet.actors.node import NodeReporter
 from kernlet.actors.outbox import Outbox
 from kernlet.actors.pulls import interrupted_pulls
-from kernlet.actors.steps import INTERNAL_NETWORK
+from kernlet.actors.steps import INTERNAL_NETWORK, ulimits
 from kernlet.config import AgentConfig, ConfigError
 from kernlet.drivers.docker import LABEL_AGENT, DockerDriver
 from kernlet.drivers.nats import BusSettings, NatsDriver
@@ -81,8 +81,11 @@ class AgentService:
     def start(self) -> None:
         t0 = time.monotonic()
         self.started_at = time.time()
-        for d in (self.cfg.agent.var_dir, self.cfg.scratch_root, self.cfg.ipc_root):
+        for d in (self.cfg.agent.var_dir, self.cfg.scratch_root, self.cfg.ipc_root,
+                  self.cfg.log_path.parent):
             d.mkdir(parents=True, exist_ok=True)
+        for note in ulimits(self.cfg)[1]:
+            log.warning(note)
         self.loop.start()
         self.loop.run(self._open())
         live = self.loop.run(self.store.live_kernels())

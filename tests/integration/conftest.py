@@ -106,6 +106,12 @@ class AgentProcess:
         self.stop()
         for cid in self.containers():
             subprocess.run(["docker", "rm", "-f", cid], capture_output=True, check=False)
+        # scratch mounts (tmpfs, loop images) of kernels a failed test left behind
+        root = str(self.var_dir / "scratch") + "/"
+        for line in Path("/proc/self/mounts").read_text().splitlines():
+            if line.split()[1].startswith(root):
+                subprocess.run(["umount", "-l", line.split()[1]], capture_output=True,
+                               check=False)
 
 
 @pytest.fixture(scope="module")

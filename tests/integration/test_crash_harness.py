@@ -151,7 +151,7 @@ async def test_crash_harness(halfstack: None, tmp_path: Path) -> None:
         agent.start()
         await asyncio.sleep(2)
         agent.stop(signal.SIGTERM)
-        log = SQLiteEventLog(agent.var_dir / "events.sqlite")
+        log = SQLiteEventLog(agent.var_dir / "log" / "events.sqlite")
         await log.open()
         try:
             logged: set[str] = set()

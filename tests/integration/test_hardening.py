@@ -62,7 +62,7 @@ mounts = [l.split()[4] for l in open('/proc/self/mountinfo')]
 print(status['CapEff'].strip(), status['CapBnd'].strip(), status['NoNewPrivs'].strip(),
       status['Seccomp'].strip())
 print(os.path.exists('/var/run/docker.sock'), os.path.exists('/run/docker.sock'),
-      os.path.exists({str(agent.var_dir)!r}), os.path.exists({str(agent.var_dir / 'events.sqlite')!r}))
+      os.path.exists({str(agent.var_dir)!r}), os.path.exists({str(agent.var_dir / 'log' / 'events.sqlite')!r}))
 print(sorted(m for m in mounts if m.startswith(('/home', '/opt', '/var'))))
 """
     caps, sockets, mounts = (await stdout(client, k["id"], probe)).splitlines()

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from kernlet.config import AgentConfig, ConfigError, load_config, parse_size
+from kernlet.config import AgentConfig, ConfigError, apply_cluster, load_config, parse_size
 
 DOCS = Path(__file__).parents[2] / "docs" / "configuration.md"
 
@@ -19,7 +19,43 @@ def test_defaults_fit_the_halfstack(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     assert cfg.nats.url == "nats://127.0.0.1:4222"
     assert cfg.docker.url == "unix:///var/run/docker.sock"
     assert cfg.container.bind_host == "127.0.0.1"
-    assert cfg.log_path == cfg.agent.var_dir / "events.sqlite"
+    assert cfg.log_dir == cfg.agent.var_dir / "log"
+    assert cfg.container.scratch_type == "hostdir" and cfg.container.scratch_size == 0
+    assert cfg.container.shm_size == 64 * 1024**2 and cfg.container.keep_logs == 256 * 1024
+    assert (cfg.container.ulimit_nofile, cfg.container.ulimit_nproc) == (512000, 65536)
+    assert cfg.agent.min_log_free == 256 * 1024**2
+
+
+def test_the_event_log_has_its_own_dir_and_an_old_one_stays_where_it_was(
+        tmp_path: Path) -> None:
+    cfg = load_config(overrides={"agent": {"var_dir": str(tmp_path)}})
+    assert cfg.log_path == tmp_path / "log" / "events.sqlite"
+    assert cfg.kept_logs_dir == tmp_path / "log" / "kernel-logs"
+    (tmp_path / "events.sqlite").write_bytes(b"")  # an agent of before log-dir
+    assert cfg.log_path == tmp_path / "events.sqlite"
+    assert cfg.kept_logs_dir == tmp_path / "kernel-logs"
+    moved = load_config(overrides={"agent": {"var_dir": str(tmp_path),
+                                             "log_dir": str(tmp_path / "disk2")}})
+    assert moved.log_path == tmp_path / "disk2" / "events.sqlite"
+
+
+@pytest.mark.parametrize(
+    ("text", "key"),
+    [
+        ("[container]\nscratch-type = 'nfs'\n", "container.scratch-type"),
+        ("[container]\nscratch-type = 'tmpfs'\n", "scratch-type tmpfs needs scratch-size"),
+        ("[container]\nshm-size = '1g'\n", "shm-size (1073741824) above default-mem"),
+        ("[container]\nshm-size = '1k'\n", "container.shm-size"),
+        ("[container]\nscratch-size = 'big'\n", "container.scratch-size"),
+        ("[container]\nulimit-nofile = 3\n", "container.ulimit-nofile"),
+        ("[agent]\nmin-log-free = '-1'\n", "agent.min-log-free"),
+    ],
+)
+def test_bad_limits_are_refused_naming_the_key(tmp_path: Path, text: str, key: str) -> None:
+    path = tmp_path / "agent.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=re.escape(key)):
+        load_config(path)
 
 
 @pytest.mark.parametrize(
@@ -88,3 +124,13 @@ def test_cluster_settings_fill_what_the_local_file_leaves(tmp_path: Path) -> Non
     # a setting removed from etcd goes back to the default when applied on the local file
     again, _ = apply_cluster(local, {})
     assert again.container.default_mem == local.container.default_mem
+
+
+def test_the_log_dir_is_local_only(tmp_path: Path) -> None:
+    cfg = load_config(overrides={"agent": {"var_dir": str(tmp_path)}})
+    merged, refused = apply_cluster(cfg, {"agent/log-dir": "/elsewhere",
+                                          "agent/min-log-free": "1g",
+                                          "container/scratch-type": "tmpfs"})
+    assert merged.log_dir == tmp_path / "log" and merged.agent.min_log_free == 1024**3
+    # tmpfs without a size is invalid, so it is refused and the config stays as it was
+    assert sorted(refused) == ["agent/log-dir", "container/scratch-type"]

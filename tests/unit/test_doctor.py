@@ -302,7 +302,8 @@ def test_disks(make_node: Callable[..., dr.Node], tmp_path: Path) -> None:
     assert by["disk.var-dir"].status is dr.Status.FAIL
     assert by["disk.scratch"].status is dr.Status.FAIL
     assert "measured at " + str(tmp_path) in by["disk.scratch"].detail
-    assert asked == [tmp_path, tmp_path]  # var-dir does not exist yet: its nearest ancestor
+    assert by["disk.log-dir"].status is dr.Status.FAIL
+    assert asked == [tmp_path] * 3  # var-dir does not exist yet: its nearest ancestor
     assert dr.check_disk("d", "/x", "/x", dr.DiskSpace(100 * GIB, 5 * GIB)).status == "warn"
     assert dr.check_disk("d", "/x", "/x", dr.DiskSpace(1000 * GIB, 50 * GIB)).status == "warn"
     assert dr.check_disk("d", "/x", "/x", dr.DiskSpace(100 * GIB, 50 * GIB)).status == "ok"

@@ -9,11 +9,13 @@ images, registry sync and reset, node info, debug.
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from kernlet import __version__
+from kernlet.actors import kept_logs
 from kernlet.actors.hooks.allocate import slot_fields, slot_request
 from kernlet.actors.messages import (
     Command,
@@ -30,12 +32,15 @@ from kernlet.actors.pulls import start_pull
 from kernlet.actors.reply import Gather, Reply
 from kernlet.actors.services import shutdown_service, start_service
 from kernlet.actors.steps import kernel_dirs
+from kernlet.drivers import scratch
 from kernlet.drivers.files import WorkDir
 from kernlet.errors import (
     ImageNotFound,
+    InsufficientResource,
     InvalidRequest,
     KernelAlreadyExists,
     KernelNotFound,
+    KernelNotRunning,
     KernletError,
 )
 from kernlet.events import (
@@ -69,6 +74,7 @@ from kernlet.protocol import (
 
 if TYPE_CHECKING:
     from kernlet.actors.agent import AgentActor
+    from kernlet.config import AgentConfig
 
 __all__ = ["COMMANDS", "Handler", "summary"]
 
@@ -108,6 +114,13 @@ def _create_kernels(agent: AgentActor, req: CreateKernels, cmd: Command) -> None
             f"kernel(s) {small}: mem below the smallest a kernel can be given "
             f"({c.min_mem // 1024**2} MiB, container.min-mem: the runtime and an idle "
             "ipykernel take about 76 MiB)")
+    over = [k for k, kc in zip(req.kernel_ids, req.configs, strict=True)
+            if (kc.shm_size or c.shm_size) > (kc.mem or c.default_mem)]
+    if over:
+        raise InvalidRequest(
+            f"kernel(s) {over}: shm_size above mem (/dev/shm is part of the kernel's memory; "
+            f"the default shm_size is container.shm-size = {c.shm_size // 1024**2} MiB)")
+    check_log_space(agent.ctx.cfg)
     for i, (kernel_id, kconfig) in enumerate(zip(req.kernel_ids, req.configs, strict=True)):
         for slot, amount in slot_request(agent.ctx.cfg, kconfig.model_dump()).items():
             try:
@@ -120,6 +133,20 @@ def _create_kernels(agent: AgentActor, req: CreateKernels, cmd: Command) -> None
         ref = agent.start_kernel(kernel_id, None)
         ref.tell(Create(session_id=req.session_id, image=kconfig.image,
                         config=kconfig.model_dump(), done=gather.part(i)))
+
+
+def check_log_space(cfg: AgentConfig) -> None:
+    """InsufficientResource while the event log's filesystem has less free space than
+    ``agent.min-log-free``: a kernel must never make the agent unable to record it."""
+    floor = cfg.agent.min_log_free
+    if not floor:
+        return
+    free = scratch.free_bytes(cfg.log_path.parent)
+    if free < floor:
+        raise InsufficientResource(
+            f"the event log's filesystem ({cfg.log_path.parent}) has {free // 1024**2} MiB "
+            f"free, less than agent.min-log-free ({floor // 1024**2} MiB): no new kernel "
+            "until space is freed")
 
 
 def _destroy_kernel(agent: AgentActor, req: DestroyKernel, cmd: Command) -> None:
@@ -173,7 +200,20 @@ def _get_events(agent: AgentActor, req: GetEvents, cmd: Command) -> None:
 
 
 def _get_logs(agent: AgentActor, req: GetLogs, cmd: Command) -> None:
-    state = agent.live_state(req.kernel_id)
+    try:
+        state = agent.live_state(req.kernel_id)
+    except (KernelNotFound, KernelNotRunning) as exc:  # terminated: what was kept, if any
+        gone = exc
+
+        def answer(text: str | None) -> None:
+            if text is None:
+                cmd.reply.error(gone)
+            else:
+                cmd.reply.ok({"logs": text, "kept": True})
+
+        agent.spawn(asyncio.to_thread(kept_logs.read, agent.ctx.cfg, req.kernel_id, req.tail),
+                    then=answer, fail=cmd.reply.error)
+        return
     agent.spawn(agent.ctx.docker.logs(state.container_id, req.tail),
                 then=lambda text: cmd.reply.ok({"logs": text}), fail=cmd.reply.error)
 

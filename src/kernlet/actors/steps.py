@@ -1,7 +1,8 @@
 """Container layout and the loop-side coroutines the hooks (:mod:`kernlet.actors.hooks`)
 are made of; each is safe to run twice and for a kernel that never got that far:
 
-- :func:`prepare_dirs`: scratch ``<var>/scratch/<kid>/work`` and runtime dir ``<var>/ipc/<kid>``
+- :func:`prepare_dirs`: scratch ``<var>/scratch/<kid>/work`` (a plain dir, a tmpfs or a loop
+  image: :mod:`kernlet.drivers.scratch`) and runtime dir ``<var>/ipc/<kid>``
 - :func:`container_spec`: the container as plain data (mounts, limits, labels, user)
 - :func:`create_container`, :func:`pull_image`
 """
@@ -11,12 +12,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import resource
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import kernlet
 from kernlet.config import AgentConfig
+from kernlet.drivers import scratch
 from kernlet.drivers.container_runtime import (
     LABEL_AGENT,
     LABEL_KERNEL,
@@ -65,9 +68,12 @@ def kernel_dirs(cfg: AgentConfig, kernel_id: str) -> KernelDirs:
 
 
 def _prepare(cfg: AgentConfig, dirs: KernelDirs, bootstrap: str) -> None:
-    uid, gid = cfg.container.kernel_uid, cfg.container.kernel_gid
+    c = cfg.container
+    uid, gid = c.kernel_uid, c.kernel_gid
     for path in (dirs.work, dirs.ipc):
         path.mkdir(parents=True, exist_ok=True)
+        if path == dirs.work:
+            scratch.mount(path, c.scratch_type, c.scratch_size, uid, gid)
         os.chown(path, uid, gid)
     stale = dirs.socket
     with contextlib.suppress(FileNotFoundError):
@@ -168,7 +174,29 @@ def container_spec(
                if cfg.container.read_only_root else {}),
         gpus=gpu.gpus,
         devices=gpu.devices,
+        shm_size=int(kconfig.get("shm_size") or cfg.container.shm_size),
+        ulimits=ulimits(cfg)[0],
     )
+
+
+_RLIMITS = {"nofile": resource.RLIMIT_NOFILE, "nproc": resource.RLIMIT_NPROC}
+
+
+def ulimits(cfg: AgentConfig) -> tuple[dict[str, int], list[str]]:
+    """A kernel's rlimits (``container.ulimit-*``), each at most the agent's own hard limit
+    (Docker cannot give a container more than dockerd has: runc fails the start); and a note
+    for each one clamped."""
+    c = cfg.container
+    out, notes = {}, []
+    for name, want in (("nofile", c.ulimit_nofile), ("nproc", c.ulimit_nproc)):
+        hard = resource.getrlimit(_RLIMITS[name])[1]
+        if hard != resource.RLIM_INFINITY and want > hard:
+            notes.append(f"container.ulimit-{name} = {want} is above this host's hard limit; "
+                         f"kernels get {hard} (raise the limit of dockerd and the agent, e.g. "
+                         f"systemd's Limit{name.upper()})")
+            want = hard
+        out[name] = want
+    return out, notes
 
 
 #: the Docker network of ``container.network = "internal"`` (made by the agent at start)

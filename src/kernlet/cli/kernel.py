@@ -147,7 +147,8 @@ def events(ctx: click.Context, kernel_id: str, as_json: bool) -> None:
               help='print {"kernel_id", "logs"} as JSON')
 @click.pass_context
 def logs(ctx: click.Context, kernel_id: str, tail: int, as_json: bool) -> None:
-    """The kernel container's own output (the runtime's log, not the code's output)."""
+    """The kernel container's own output (the runtime's log, not the code's output); for a
+    terminated kernel, what was kept of it at teardown (container.keep-logs)."""
     text = go(target(ctx), lambda c: c.logs(kernel_id, tail))
     if as_json:
         emit(True, {"kernel_id": kernel_id, "logs": text}, "")

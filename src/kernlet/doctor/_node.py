@@ -164,7 +164,8 @@ def diagnose(cfg: AgentConfig, node: Node | None = None) -> list[Finding]:
                                   node.sysctl("net.ipv4.ip_local_reserved_ports"),
                                   cfg.container.port_range, _WRITE_HINT))
     found += check_docker(cfg.docker.url, node.docker(cfg.docker.url))
-    for check, path in (("disk.var-dir", cfg.agent.var_dir), ("disk.scratch", cfg.scratch_root)):
+    for check, path in (("disk.var-dir", cfg.agent.var_dir), ("disk.scratch", cfg.scratch_root),
+                        ("disk.log-dir", cfg.log_path.parent)):
         at = _nearest_existing(path)
         found.append(check_disk(check, str(path), str(at), node.disk(at)))
     nats = node.nats(cfg.nats.url)

@@ -84,6 +84,10 @@ class ContainerSpec:
     gpus: tuple[str, ...] = ()
     #: host device nodes given at the same path, read/write/mknod in the device cgroup
     devices: tuple[str, ...] = ()
+    #: bytes of /dev/shm; 0: Docker's default (64 MiB)
+    shm_size: int = 0
+    #: rlimit name ("nofile", "nproc") -> its soft and hard limit
+    ulimits: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)

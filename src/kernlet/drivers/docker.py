@@ -209,6 +209,11 @@ class DockerDriver:
         if spec.devices:
             host_config["Devices"] = [{"PathOnHost": d, "PathInContainer": d,
                                        "CgroupPermissions": "rwm"} for d in spec.devices]
+        if spec.shm_size:
+            host_config["ShmSize"] = spec.shm_size
+        if spec.ulimits:
+            host_config["Ulimits"] = [{"Name": n, "Soft": v, "Hard": v}
+                                      for n, v in spec.ulimits.items()]
         config: dict[str, Any] = {
             "Image": spec.image,
             "Cmd": list(spec.cmd),

@@ -12,8 +12,11 @@ image      inspect the image     -                                 -
 pull       pull if missing,      kernel_pulling (before, if it     -
            check its labels      pulls)
 allocate   slots, cores, ports   - (carried by kernel_creating)    release them
-dirs       scratch + ipc dirs    kernel_creating                   remove both dirs
-container  docker create         container_created                 stop, remove all its
+dirs       scratch + ipc dirs    kernel_creating                   unmount the scratch,
+           (scratch maybe a                                        remove both dirs
+           tmpfs or loop image)
+container  docker create         container_created                 stop, keep its output,
+                                                                   remove all its
                                                                    containers (exit code)
 runtime    docker start, wait    kernel_started                    close the runtime channel
            for the runtime

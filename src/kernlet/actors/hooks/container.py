@@ -2,14 +2,15 @@
 
 Its record, ``container_created``, puts the id in the log before the container starts. A
 destroy never cancels a create in flight (the container would exist, unknown to the log); it
-waits for it. Undo: stop (grace, then kill) and remove every container labelled with the
-kernel (strays of earlier tries too); its fact is the exit code seen."""
+waits for it. Undo: stop (grace, then kill), keep the container's last output
+(:mod:`kernlet.actors.kept_logs`), and remove every container labelled with the kernel (strays
+of earlier tries too); its fact is the exit code seen."""
 
 from __future__ import annotations
 
 import contextlib
 
-from kernlet.actors import steps
+from kernlet.actors import kept_logs, steps
 from kernlet.actors.hooks.base import BaseHook, HookEnv
 from kernlet.drivers.docker import LABEL_AGENT, LABEL_KERNEL
 from kernlet.errors import ContainerNotFound
@@ -43,6 +44,7 @@ class ContainerHook(BaseHook):
                     await docker.stop(container, cfg.container.stop_grace)
                     info = await docker.inspect(container)
                 exit_code = info.exit_code
+                await kept_logs.keep(cfg, docker, env.kernel_id, container)
         for other in await docker.list({LABEL_KERNEL: env.kernel_id, LABEL_AGENT: cfg.agent.id}):
             if exit_code is None and other.id == container:
                 exit_code = other.exit_code

@@ -1,9 +1,10 @@
-"""Hook ``dirs``: the kernel's scratch dir (``<var>/scratch/<kid>/work``, its /home/work) and
-runtime dir (``<var>/ipc/<kid>``, its socket), owned by the kernel's uid.
+"""Hook ``dirs``: the kernel's scratch dir (``<var>/scratch/<kid>/work``, its /home/work; a
+tmpfs or a loop-mounted image with ``container.scratch-type``/``scratch-size``) and runtime dir
+(``<var>/ipc/<kid>``, its socket), owned by the kernel's uid.
 
 Its record, ``kernel_creating``, carries what ``allocate`` gave and the scratch dir: from then
-on the log holds the kernel's resources (restored from it after a crash). Undo: remove both
-dirs."""
+on the log holds the kernel's resources (restored from it after a crash). Undo: unmount the
+scratch, remove both dirs."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import shutil
 
 from kernlet.actors import steps
 from kernlet.actors.hooks.base import BaseHook, HookEnv
+from kernlet.drivers import scratch
 from kernlet.events import EventBody, KernelCreating, KernelState
 
 __all__ = ["DirsHook", "creating_from_state"]
@@ -34,6 +36,7 @@ class DirsHook(BaseHook):
     async def down(self, env: HookEnv) -> None:
         dirs = steps.kernel_dirs(env.ctx.cfg, env.kernel_id)
         await asyncio.to_thread(shutil.rmtree, dirs.ipc, True)
+        await asyncio.to_thread(scratch.unmount, dirs.work)
         await asyncio.to_thread(shutil.rmtree, dirs.scratch, True)
 
 
