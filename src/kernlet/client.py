@@ -23,6 +23,7 @@ import nats.errors
 from nats.aio.client import Client
 
 from kernlet.client_events import EventSubscriber
+from kernlet.client_logs import follow_logs
 from kernlet.drivers.nats import describe, open_connection
 from kernlet.errors import (
     AgentTimeout,
@@ -177,8 +178,20 @@ class KernletClient:
         """Destroy every kernel of the agent; the ids destroyed."""
         return list((await self.call("reset_agent", reason=reason))["destroyed"])
 
-    async def logs(self, kernel_id: str, tail: int = 1000) -> str:
-        return str((await self.call("get_logs", kernel_id=kernel_id, tail=tail))["logs"])
+    async def logs(self, kernel_id: str, tail: int = 1000, since: float | None = None,
+                   timestamps: bool = False) -> str:
+        args: dict[str, Any] = {"kernel_id": kernel_id, "tail": tail}
+        if since is not None:
+            args["since"] = since
+        if timestamps:
+            args["timestamps"] = True
+        return str((await self.call("get_logs", **args))["logs"])
+
+    def follow_logs(self, kernel_id: str, tail: int = 1000, interval: float = 1.0,
+                    ) -> AsyncIterator[tuple[str, str]]:
+        """``(RFC 3339 time, line)`` for the last ``tail`` lines, then each new line as the
+        container logs it (polled every ``interval`` s), until the kernel is gone."""
+        return follow_logs(self, kernel_id, tail, interval)
 
     async def upload(self, kernel_id: str, path: str, data: bytes,
                      chunk: int = 512 * 1024) -> dict[str, Any]:

@@ -161,6 +161,10 @@ Path = Annotated[str, StringConstraints(min_length=1, max_length=4096)]
 class GetLogs(_Request):
     kernel_id: KernelId
     tail: Annotated[int, Field(ge=1, le=100_000)] = 1000
+    #: only lines logged at or after this time (UTC epoch seconds)
+    since: Annotated[float, Field(ge=0)] | None = None
+    #: start each line with its RFC 3339 UTC time (nanoseconds) and a space
+    timestamps: bool = False
 
 
 class UploadFile(_Request):

@@ -169,7 +169,8 @@ def _get_events(agent: AgentActor, req: GetEvents, cmd: Command) -> None:
 
 def _get_logs(agent: AgentActor, req: GetLogs, cmd: Command) -> None:
     state = agent.live_state(req.kernel_id)
-    agent.spawn(agent.ctx.docker.logs(state.container_id, req.tail),
+    agent.spawn(agent.ctx.docker.logs(state.container_id, req.tail, req.since,
+                                      req.timestamps),
                 then=lambda text: cmd.reply.ok({"logs": text}), fail=cmd.reply.error)
 
 
