@@ -107,7 +107,7 @@ def _free(slots: dict[str, Any], name: str) -> str:
     free, cap = s.get("free"), s.get("capacity")
     if s.get("type") == "bytes":  # amounts travel as decimal strings
         try:
-            return f"{float(free) / 2**30:.1f}/{float(cap) / 2**30:.1f} GiB"
+            return f"{float(str(free)) / 2**30:.1f}/{float(str(cap)) / 2**30:.1f} GiB"
         except (TypeError, ValueError):
             pass
     return f"{free}/{cap}"
