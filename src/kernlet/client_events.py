@@ -44,21 +44,22 @@ class EventSubscriber:
                         else f"{prefix}.events.{agent_id}.{kernel_id}.*")
         self._seen: OrderedDict[str, None] = OrderedDict()
         self._remember = remember
-        self._queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self._queue: asyncio.Queue[tuple[dict[str, Any], int | None]] = asyncio.Queue()
         self.duplicates = 0
         self.jetstream = jetstream
         self.stream = stream
         self.since = since
-        #: JetStream: messages of the subject still in the stream after the last one handed
-        #: over (0: caught up); None before the first, or on plain NATS
+        #: JetStream: messages of the subject the stream held after the last event handed
+        #: over when it was delivered (0: caught up then); None before it, or on plain NATS
         self.pending: int | None = None
         self._sub: Any = None
 
     async def start(self) -> EventSubscriber:
         async def on_msg(msg: Any) -> None:
+            pending = None
             if self.jetstream:
                 with contextlib.suppress(Exception):  # a status message has no metadata
-                    self.pending = int(msg.metadata.num_pending)
+                    pending = int(msg.metadata.num_pending)
             event = unpack(msg.data, max_size=64 * 1024 * 1024)
             if not isinstance(event, dict) or "id" not in event:
                 return
@@ -68,7 +69,7 @@ class EventSubscriber:
             self._seen[event["id"]] = None
             if len(self._seen) > self._remember:
                 self._seen.popitem(last=False)
-            await self._queue.put(event)
+            await self._queue.put((event, pending))
 
         if not self.jetstream:
             self._sub = await self._nc.subscribe(self.subject, cb=on_msg)
@@ -90,7 +91,8 @@ class EventSubscriber:
 
     async def next(self, timeout: float | None = 10.0) -> dict[str, Any]:
         """The next new event; None ``timeout`` waits for ever."""
-        return await asyncio.wait_for(self._queue.get(), timeout)
+        event, self.pending = await asyncio.wait_for(self._queue.get(), timeout)
+        return event
 
     async def until(self, pred: Callable[[dict[str, Any]], bool],
                     timeout: float = 30.0) -> dict[str, Any]:
