@@ -162,8 +162,9 @@ def agents_ls(config: Path | None, nats: str | None, listen: float, timeout: flo
 def events(target: Target, all_agents: bool, kernel_id: str | None, since: float | None,
            follow: bool, as_json: bool) -> None:
     """An agent's events from the JetStream event stream, each once (duplicates from
-    re-publishing dropped by event id). Without --follow: those of the last --since
-    seconds, then exit; with it: live (needs JetStream; plain NATS without it)."""
+    re-publishing dropped by event id). Without --follow: those the stream stored in the
+    last --since seconds, then exit; with it: live as well (read from the stream when the
+    server has one, else from plain NATS)."""
     back = since if since is not None else (0.0 if follow else 600.0)
 
     def show(e: dict[str, Any]) -> None:
