@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import ssl
 import uuid
-from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -23,6 +22,8 @@ import nats
 import nats.errors
 from nats.aio.client import Client
 
+from kernlet.client_events import EventSubscriber
+from kernlet.client_logs import follow_logs
 from kernlet.drivers.nats import describe, open_connection
 from kernlet.errors import (
     AgentTimeout,
@@ -34,7 +35,11 @@ from kernlet.errors import (
 from kernlet.events import pack, unpack
 from kernlet.protocol import command_subject
 
-__all__ = ["EventSubscriber", "KernletClient"]
+__all__ = ["DEFAULT_CREDIT", "EventSubscriber", "KernletClient"]
+
+#: bytes of output a streaming call may have in flight to this client before the agent waits
+#: for its acknowledgement (``execute`` ``credit``; docs/protocol.md, flow control)
+DEFAULT_CREDIT = 8 * 1024 * 1024
 
 OutputCallback = Callable[[str, Any], Awaitable[None] | None]
 InputCallback = Callable[[dict[str, Any]], Awaitable[str | None] | str | None]
@@ -173,8 +178,20 @@ class KernletClient:
         """Destroy every kernel of the agent; the ids destroyed."""
         return list((await self.call("reset_agent", reason=reason))["destroyed"])
 
-    async def logs(self, kernel_id: str, tail: int = 1000) -> str:
-        return str((await self.call("get_logs", kernel_id=kernel_id, tail=tail))["logs"])
+    async def logs(self, kernel_id: str, tail: int = 1000, since: float | None = None,
+                   timestamps: bool = False) -> str:
+        args: dict[str, Any] = {"kernel_id": kernel_id, "tail": tail}
+        if since is not None:
+            args["since"] = since
+        if timestamps:
+            args["timestamps"] = True
+        return str((await self.call("get_logs", **args))["logs"])
+
+    def follow_logs(self, kernel_id: str, tail: int = 1000, interval: float = 1.0,
+                    ) -> AsyncIterator[tuple[str, str]]:
+        """``(RFC 3339 time, line)`` for the last ``tail`` lines, then each new line as the
+        container logs it (polled every ``interval`` s), until the kernel is gone."""
+        return follow_logs(self, kernel_id, tail, interval)
 
     async def upload(self, kernel_id: str, path: str, data: bytes,
                      chunk: int = 512 * 1024) -> dict[str, Any]:
@@ -281,16 +298,28 @@ class KernletClient:
     async def stream(
         self, kernel_id: str, code: str = "", mode: str = "query", run_id: str | None = None,
         opts: dict[str, Any] | None = None, timeout: float | None = None,
+        credit: int | None = DEFAULT_CREDIT,
     ) -> AsyncIterator[tuple[str, Any]]:
         """Yield ``(type, data)`` output items as produced; last item ``("result", {...})``.
-        ``timeout`` limits the run (past it the agent interrupts it: ``exec-timeout``)."""
-        args: dict[str, Any] = {"kernel_id": kernel_id, "run_id": run_id or uuid.uuid4().hex,
+        ``timeout`` limits the run (past it the agent interrupts it: ``exec-timeout``).
+        ``credit``: flow control; the agent sends at most that many bytes of output this
+        loop has not processed yet (a slow consumer slows the run, nothing is lost in the
+        subscription); None: no flow control (the agent sends as fast as the run prints)."""
+        run_id = run_id or uuid.uuid4().hex
+        args: dict[str, Any] = {"kernel_id": kernel_id, "run_id": run_id,
                                 "mode": mode, "code": code, "opts": opts or {},
                                 "stream": True}
         if timeout is not None:
             args["timeout"] = timeout
+        if credit is not None:
+            args["credit"] = credit
         inbox = self.nc.new_inbox()
-        sub = await self.nc.subscribe(inbox)
+        # room for the whole window and one message more, so nats-py never drops for lack
+        # of space (its default is 128 MiB)
+        sub = await self.nc.subscribe(inbox, pending_bytes_limit=max(
+            128 * 1024 * 1024, 2 * (credit or 0)))
+        processed, acked = 0, 0
+        ack_subject = self.subject("ack_output")
         try:
             await self.nc.publish(self.subject("execute"), pack(args), reply=inbox)
             while True:
@@ -304,6 +333,11 @@ class KernletClient:
                 if isinstance(body, dict) and "output" in body and body.get("ok"):
                     for kind, data in body["output"]:
                         yield kind, data
+                    processed += len(msg.data)  # the consumer took every item of it
+                    if credit is not None and processed - acked >= credit // 4:
+                        acked = processed
+                        await self.nc.publish(ack_subject, pack(
+                            {"kernel_id": kernel_id, "run_id": run_id, "received": acked}))
                     continue
                 yield "result", _result(body)
                 return
@@ -344,50 +378,3 @@ class KernletClient:
                 call_mode, text = "continue", ""
                 continue
             text, call_mode = str(answer), "input"
-
-
-class EventSubscriber:
-    """Receives an agent's events, handing each over once (duplicates dropped by event id)."""
-
-    def __init__(self, nc: Client, prefix: str = "kernlet", agent_id: str = "*",
-                 remember: int = 100_000) -> None:
-        self._nc = nc
-        self.subject = f"{prefix}.events.{agent_id}.>"
-        self._seen: OrderedDict[str, None] = OrderedDict()
-        self._remember = remember
-        self._queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
-        self.duplicates = 0
-        self._sub: Any = None
-
-    async def start(self) -> EventSubscriber:
-        async def on_msg(msg: Any) -> None:
-            event = unpack(msg.data, max_size=64 * 1024 * 1024)
-            if not isinstance(event, dict) or "id" not in event:
-                return
-            if event["id"] in self._seen:
-                self.duplicates += 1
-                return
-            self._seen[event["id"]] = None
-            if len(self._seen) > self._remember:
-                self._seen.popitem(last=False)
-            await self._queue.put(event)
-
-        self._sub = await self._nc.subscribe(self.subject, cb=on_msg)
-        return self
-
-    async def next(self, timeout: float = 10.0) -> dict[str, Any]:
-        return await asyncio.wait_for(self._queue.get(), timeout)
-
-    async def until(self, pred: Callable[[dict[str, Any]], bool],
-                    timeout: float = 30.0) -> dict[str, Any]:
-        """Events are consumed until one matches ``pred``; that one is returned."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while True:
-            event = await self.next(max(0.01, deadline - loop.time()))
-            if pred(event):
-                return event
-
-    async def stop(self) -> None:
-        if self._sub is not None:
-            await self._sub.unsubscribe()

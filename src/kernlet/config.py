@@ -329,12 +329,9 @@ def find_config() -> Path | None:
     return None
 
 
-def _format(err: ValidationError) -> str:
-    lines = []
-    for e in err.errors():
-        key = ".".join(str(p) for p in e["loc"]) or "(top)"
-        lines.append(f"{key}: {e['msg']}")
-    return "; ".join(lines)
+def _issues(err: ValidationError) -> list[tuple[str, str]]:
+    return [(".".join(str(p) for p in e["loc"]) or "(top)", str(e["msg"]))
+            for e in err.errors()]
 
 
 def load_config(path: Path | None = None, overrides: dict[str, Any] | None = None) -> AgentConfig:
@@ -345,16 +342,18 @@ def load_config(path: Path | None = None, overrides: dict[str, Any] | None = Non
         try:
             data = tomllib.loads(Path(source).read_text())
         except (OSError, tomllib.TOMLDecodeError) as exc:
-            raise ConfigError(f"{source}: {exc}") from exc
+            raise ConfigError(f"{source}: {exc}", [("(file)", str(exc))]) from exc
     for section, values in (overrides or {}).items():
         data.setdefault(section, {}).update(values)
     where = f"{source}: " if source else ""
     try:
         cfg = AgentConfig.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(where + _format(exc)) from exc
+        issues = _issues(exc)
+        raise ConfigError(where + "; ".join(f"{k}: {m}" for k, m in issues), issues) from exc
     try:
         cfg.nats.check_files()
     except ConfigError as exc:
-        raise ConfigError(f"{where}{exc}") from exc
+        key, _, msg = str(exc).partition(": ")
+        raise ConfigError(f"{where}{exc}", [(key, msg)]) from exc
     return cfg

@@ -9,7 +9,12 @@ __all__ = ["ConfigError", "Section"]
 
 
 class ConfigError(Exception):
-    """The configuration file is missing, unreadable or invalid; the message names the key."""
+    """The configuration file is missing, unreadable or invalid; the message names the key.
+    ``issues``: ``(key, message)`` per invalid key (``("(file)", ...)`` when unreadable)."""
+
+    def __init__(self, message: str, issues: list[tuple[str, str]] | None = None) -> None:
+        super().__init__(message)
+        self.issues = issues if issues is not None else [("", message)]
 
 
 def _kebab(name: str) -> str:

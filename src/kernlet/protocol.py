@@ -33,6 +33,8 @@ from kernlet.errors import InvalidRequest, UnknownCommand
 
 __all__ = [
     "COMMANDS",
+    "LOOP_COMMANDS",
+    "AckOutput",
     "CheckAndPull",
     "CreateKernels",
     "DebugFault",
@@ -149,6 +151,18 @@ class Execute(_Request):
     stream: bool = False
     #: seconds the run may take; then it is interrupted and answered "exec-timeout"
     timeout: Annotated[float, Field(gt=0, le=7 * 24 * 3600)] | None = None
+    #: streaming flow control: bytes of output messages the caller may have unacknowledged
+    #: (``ack_output``); None: no flow control
+    credit: Annotated[int, Field(ge=64 * 1024, le=1024**3)] | None = None
+
+
+class AckOutput(_Request):
+    """A streaming caller processed ``received`` bytes of output message bodies of its
+    current ``execute`` call of ``run_id`` (cumulative). Published without a reply inbox."""
+
+    kernel_id: KernelId
+    run_id: Annotated[str, StringConstraints(min_length=1, max_length=64)]
+    received: Annotated[int, Field(ge=0)]
 
 
 class InterruptKernel(_Request):
@@ -173,6 +187,10 @@ Path = Annotated[str, StringConstraints(min_length=1, max_length=4096)]
 class GetLogs(_Request):
     kernel_id: KernelId
     tail: Annotated[int, Field(ge=1, le=100_000)] = 1000
+    #: only lines logged at or after this time (UTC epoch seconds)
+    since: Annotated[float, Field(ge=0)] | None = None
+    #: start each line with its RFC 3339 UTC time (nanoseconds) and a space
+    timestamps: bool = False
 
 
 class UploadFile(_Request):
@@ -272,6 +290,12 @@ COMMANDS: dict[str, type[_Request]] = {
 }
 
 
+#: commands the loop answers itself, never handed to the agent actor (flow control)
+LOOP_COMMANDS: dict[str, type[_Request]] = {
+    "ack_output": AckOutput,
+}
+
+
 def _describe(err: ValidationError) -> str:
     parts = []
     for e in err.errors()[:5]:
@@ -282,9 +306,10 @@ def _describe(err: ValidationError) -> str:
 
 def parse_request(command: str, payload: Any) -> _Request:
     """Validate one request; raises UnknownCommand or InvalidRequest naming the bad field."""
-    schema = COMMANDS.get(command)
+    schema = COMMANDS.get(command) or LOOP_COMMANDS.get(command)
     if schema is None:
-        raise UnknownCommand(f"unknown command {command!r}; known: {', '.join(sorted(COMMANDS))}")
+        known = ", ".join(sorted([*COMMANDS, *LOOP_COMMANDS]))
+        raise UnknownCommand(f"unknown command {command!r}; known: {known}")
     if payload is None:
         payload = {}
     if not isinstance(payload, dict):

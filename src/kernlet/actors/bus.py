@@ -14,12 +14,13 @@ from typing import Any
 
 import pykka
 
+from kernlet.actors.flow import Flows, OutputFlow
 from kernlet.actors.messages import Command, RecordAgentEvent
 from kernlet.actors.reply import Reply
 from kernlet.drivers.nats import NatsDriver, Request
 from kernlet.errors import BusError, InternalError, InvalidRequest, KernletError
 from kernlet.events import AgentError, CodecError, pack, unpack
-from kernlet.protocol import Execute, command_subject, parse_request
+from kernlet.protocol import AckOutput, Execute, command_subject, parse_request
 
 __all__ = ["CommandServer"]
 
@@ -49,6 +50,8 @@ class CommandServer:
         self._max_code = max_code
         self.handled = 0
         self.errors = 0
+        #: credit of the streaming calls that asked for flow control (see actors/flow.py)
+        self.flows = Flows()
 
     async def start(self) -> None:
         await self._bus.serve(command_subject(self._prefix, self._agent_id, "*"), self.handle)
@@ -83,6 +86,9 @@ class CommandServer:
         except CodecError as exc:
             raise InvalidRequest(f"{command}: {exc}") from exc
         parsed = parse_request(command, payload)
+        if isinstance(parsed, AckOutput):  # answered here: output never passes an actor
+            return {"applied": self.flows.ack(parsed.kernel_id, parsed.run_id,
+                                              parsed.received)}
         if isinstance(parsed, Execute) and len(parsed.code.encode()) > self._max_code:
             raise InvalidRequest(
                 f"execute: code of {len(parsed.code.encode())} bytes exceeds the limit "
@@ -90,13 +96,19 @@ class CommandServer:
             )
         reply = Reply.new(asyncio.get_running_loop())
         sink = None
+        flow: OutputFlow | None = None
         if isinstance(parsed, Execute) and parsed.stream and req.reply:
             inbox = req.reply
             unflushed = 0
+            if parsed.credit is not None:
+                flow = self.flows.open(parsed.kernel_id, parsed.run_id, parsed.credit)
 
             async def sink(items: list[list[Any]]) -> None:
                 nonlocal unflushed
                 data = pack({"ok": True, "output": items})
+                if flow is not None:
+                    await flow.wait()  # the caller's window is full: hold the run back
+                    flow.published(len(data))
                 await self._bus.publish(inbox, data)
                 unflushed += len(data)
                 if unflushed >= STREAM_WINDOW:
@@ -104,7 +116,11 @@ class CommandServer:
                     await self._bus.flush()
 
         try:
-            self._agent.tell(Command(parsed, reply, sink))
-        except pykka.ActorDeadError as exc:
-            raise InternalError("the agent actor is not running") from exc
-        return await reply.future
+            try:
+                self._agent.tell(Command(parsed, reply, sink))
+            except pykka.ActorDeadError as exc:
+                raise InternalError("the agent actor is not running") from exc
+            return await reply.future
+        finally:
+            if flow is not None and isinstance(parsed, Execute):
+                self.flows.close(parsed.kernel_id, parsed.run_id, flow)

@@ -214,7 +214,8 @@ def _get_logs(agent: AgentActor, req: GetLogs, cmd: Command) -> None:
         agent.spawn(asyncio.to_thread(kept_logs.read, agent.ctx.cfg, req.kernel_id, req.tail),
                     then=answer, fail=cmd.reply.error)
         return
-    agent.spawn(agent.ctx.docker.logs(state.container_id, req.tail),
+    agent.spawn(agent.ctx.docker.logs(state.container_id, req.tail, req.since,
+                                      req.timestamps),
                 then=lambda text: cmd.reply.ok({"logs": text}), fail=cmd.reply.error)
 
 

@@ -20,6 +20,8 @@ def _register() -> None:
     # exists, so that ``kernlet --help`` lists them all.
     import kernlet.cli.agent
     import kernlet.cli.bench
+    import kernlet.cli.cluster
+    import kernlet.cli.config_cmd
     import kernlet.cli.demo
     import kernlet.cli.doctor
     import kernlet.cli.halfstack

@@ -10,8 +10,9 @@ from typing import Any
 import click
 
 from kernlet.cli import main
-from kernlet.cli._out import emit, iso, table
+from kernlet.cli._out import emit, iso, json_line, table
 from kernlet.cli._remote import EXIT_CODES_HELP, Target, connection_options, go
+from kernlet.client import KernletClient
 from kernlet.config import parse_size
 
 _JSON = click.option("--json", "as_json", is_flag=True, help="print the result as JSON")
@@ -143,17 +144,34 @@ def events(ctx: click.Context, kernel_id: str, as_json: bool) -> None:
 @click.argument("kernel_id")
 @click.option("--tail", type=click.IntRange(1, 100_000), default=1000, show_default=True,
               help="how many of the last lines of the container's output to show")
+@click.option("--follow", "-f", is_flag=True,
+              help="keep printing new lines as the container logs them, until the kernel "
+              "is gone (exit 0) or Ctrl-C (exit 130)")
 @click.option("--json", "as_json", is_flag=True,
-              help='print {"kernel_id", "logs"} as JSON')
+              help='print {"kernel_id", "logs"} as JSON; with --follow, JSON lines '
+              '{"kernel_id", "time", "line"}')
 @click.pass_context
-def logs(ctx: click.Context, kernel_id: str, tail: int, as_json: bool) -> None:
+def logs(ctx: click.Context, kernel_id: str, tail: int, follow: bool, as_json: bool) -> None:
     """The kernel container's own output (the runtime's log, not the code's output); for a
     terminated kernel, what was kept of it at teardown (container.keep-logs)."""
+    if follow:
+        go(target(ctx), lambda c: _follow(c, kernel_id, tail, as_json))
+        return
     text = go(target(ctx), lambda c: c.logs(kernel_id, tail))
     if as_json:
         emit(True, {"kernel_id": kernel_id, "logs": text}, "")
     else:
         click.echo(text, nl=not text.endswith("\n"))
+
+
+async def _follow(c: KernletClient, kernel_id: str, tail: int, as_json: bool) -> None:
+    await c.logs(kernel_id, 1)  # a kernel that does not exist is an error, not an empty log
+    async for stamp, line in c.follow_logs(kernel_id, tail):
+        if as_json:
+            json_line({"kernel_id": kernel_id, "time": stamp, "line": line})
+        else:
+            click.echo(line, nl=not line.endswith("\n"))
+    click.echo(f"kernel {kernel_id} is gone", err=True)
 
 
 @kernel.command("complete")

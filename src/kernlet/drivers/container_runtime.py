@@ -196,8 +196,11 @@ class ContainerRuntime(Protocol):
         ContainerNotFound if the container is gone; DockerError if it is not running."""
         ...
 
-    async def logs(self, container_id: str, tail: int = 1000) -> str:
-        """The last ``tail`` lines of the container's stdout and stderr. ContainerNotFound."""
+    async def logs(self, container_id: str, tail: int = 1000, since: float | None = None,
+                   timestamps: bool = False) -> str:
+        """The last ``tail`` lines of the container's stdout and stderr (only those logged
+        at or after ``since``, epoch s; each after its RFC 3339 time with ``timestamps``).
+        ContainerNotFound."""
         ...
 
     def events(self, labels: dict[str, str]) -> AsyncIterator[ContainerEvent]:

@@ -323,10 +323,14 @@ class DockerDriver:
                                       f"after {wait:.0f} s")
                 await asyncio.sleep(0.1)
 
-    async def logs(self, container_id: str, tail: int = 1000) -> str:
+    async def logs(self, container_id: str, tail: int = 1000, since: float | None = None,
+                   timestamps: bool = False) -> str:
+        extra: dict[str, Any] = {"timestamps": timestamps}
+        if since is not None:
+            extra["since"] = f"{since:.6f}"  # Docker takes seconds.fraction
         with translated(f"logs of {container_id[:12]}"):
             lines = await self._d.containers.container(container_id).log(
-                stdout=True, stderr=True, tail=tail
+                stdout=True, stderr=True, tail=tail, **extra
             )
         return "".join(lines)
 

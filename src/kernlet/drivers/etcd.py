@@ -104,6 +104,14 @@ class EtcdDriver:
     def agent_key(self, agent_id: str) -> str:
         return f"{self.prefix}nodes/agents/{agent_id}"
 
+    async def live_agents(self) -> dict[str, str]:
+        """Every agent whose liveness key exists (its lease has not expired): id -> value."""
+        base = self.prefix + "nodes/agents/"
+        with _translate("list agents"):
+            got = await self._c.get_prefix(base.encode())
+            return {bytes(kv.key).decode()[len(base):]: bytes(kv.value).decode()
+                    for kv in got}
+
     async def get(self, key: str) -> str | None:
         """The value of ``<prefix><key>``, or None."""
         with _translate(f"get {key}"):

@@ -258,7 +258,9 @@ class FakeRuntime:
             raise DockerError(f"exec in {container_id[:12]}: container is not running")
         return await self._leave(gate, None if wait is None else c.exec_exit_code)
 
-    async def logs(self, container_id: str, tail: int = 1000) -> str:
+    async def logs(self, container_id: str, tail: int = 1000, since: float | None = None,
+                   timestamps: bool = False) -> str:
+        """The fake keeps no times: ``since`` and ``timestamps`` are not modelled."""
         gate = await self._enter("logs", container_id)
         lines = self._get(container_id).output.splitlines(keepends=True)
         return await self._leave(gate, "".join(lines[-tail:] if tail > 0 else []))
