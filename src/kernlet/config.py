@@ -16,6 +16,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from kernlet.config_registries import RegistrySection
 from kernlet.config_values import cpu_limit_factor, parse_origin, parse_size
 
 __all__ = [
@@ -290,6 +291,8 @@ class AgentConfig(_Section):
     limits: LimitsSection = LimitsSection()
     watcher: WatcherSection = WatcherSection()
     debug: DebugSection = DebugSection()
+    #: ``[registries."host:port"]``: credentials per registry (kernlet.config_registries)
+    registries: dict[str, RegistrySection] = Field(default_factory=dict)
 
     @property
     def log_path(self) -> Path:
@@ -305,7 +308,7 @@ class AgentConfig(_Section):
 
 
 #: settings that only the local file may set (identity, and how to reach etcd itself)
-LOCAL_ONLY = {"agent/id", "agent/var-dir", "etcd", "nats", "docker/url", "debug"}
+LOCAL_ONLY = {"agent/id", "agent/var-dir", "etcd", "nats", "docker/url", "debug", "registries"}
 
 
 def apply_cluster(cfg: AgentConfig, cluster: dict[str, str]) -> tuple[AgentConfig, list[str]]:
@@ -334,6 +337,8 @@ def apply_cluster(cfg: AgentConfig, cluster: dict[str, str]) -> tuple[AgentConfi
     merged = AgentConfig.model_validate(data)
     # keep "set locally" marks, so that the next change is judged against the file again
     for section in type(cfg).model_fields:
+        if not isinstance(getattr(cfg, section), BaseModel):
+            continue  # registries: a table of tables, local only
         getattr(merged, section).model_fields_set.clear()
         getattr(merged, section).model_fields_set.update(getattr(cfg, section).model_fields_set)
     return merged, refused
