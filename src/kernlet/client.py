@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import ssl
 import uuid
-from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -23,11 +22,12 @@ import nats
 import nats.errors
 from nats.aio.client import Client
 
+from kernlet.client_events import EventSubscriber
+from kernlet.client_images import ImageCalls
 from kernlet.drivers.nats import describe, open_connection
 from kernlet.errors import (
     AgentTimeout,
     AgentUnavailable,
-    DockerError,
     KernletError,
     error_from_wire,
 )
@@ -48,8 +48,9 @@ def _result(body: Any) -> Any:
     return body.get("result")
 
 
-class KernletClient:
-    """Async client for one agent. Not thread-safe; use it on one event loop."""
+class KernletClient(ImageCalls):
+    """Async client for one agent. Not thread-safe; use it on one event loop. The image
+    commands (pull, commit, push, purge, list) are in :class:`ImageCalls`."""
 
     def __init__(
         self,
@@ -211,35 +212,6 @@ class KernletClient:
             args["timeout"] = timeout
         return str((await self.call("trigger_batch_execution", **args))["run_id"])
 
-    async def check_and_pull(self, image: str, timeout: float = 7200.0) -> dict[str, Any]:
-        """Start pulling an image unless present; answers at once (status present/pulling)."""
-        return dict(await self.call("check_and_pull", image=image, timeout=timeout))
-
-    async def pull(self, image: str, timeout: float = 7200.0,
-                   on_progress: Callable[[dict[str, Any]], None] | None = None,
-                   ) -> dict[str, Any]:
-        """check_and_pull, then wait for its image_pulled event; raises DockerError.
-        ``on_progress`` gets each ``image_pull_progress`` payload of that image."""
-        events = await EventSubscriber(self.nc, self.prefix, self.agent_id).start()
-
-        def done(e: dict[str, Any]) -> bool:
-            if e["payload"].get("image") != image:
-                return False
-            if e["type"] == "image_pull_progress" and on_progress is not None:
-                on_progress(dict(e["payload"]))
-            return bool(e["type"] == "image_pulled")
-
-        try:
-            res = await self.check_and_pull(image, timeout)
-            if res["status"] == "present":
-                return res
-            ev = await events.until(done, timeout + 5)
-            if not ev["payload"]["ok"]:
-                raise DockerError(str(ev["payload"]["error"]))
-            return {"image": image, "status": "pulled", "id": ev["payload"]["image_id"]}
-        finally:
-            await events.stop()
-
     async def start_service(self, kernel_id: str, service: str) -> dict[str, Any]:
         """Start an in-container service; ``{name, url, host_port, token}`` once it answers."""
         return dict(await self.call("start_service", kernel_id=kernel_id, service=service))
@@ -344,50 +316,3 @@ class KernletClient:
                 call_mode, text = "continue", ""
                 continue
             text, call_mode = str(answer), "input"
-
-
-class EventSubscriber:
-    """Receives an agent's events, handing each over once (duplicates dropped by event id)."""
-
-    def __init__(self, nc: Client, prefix: str = "kernlet", agent_id: str = "*",
-                 remember: int = 100_000) -> None:
-        self._nc = nc
-        self.subject = f"{prefix}.events.{agent_id}.>"
-        self._seen: OrderedDict[str, None] = OrderedDict()
-        self._remember = remember
-        self._queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
-        self.duplicates = 0
-        self._sub: Any = None
-
-    async def start(self) -> EventSubscriber:
-        async def on_msg(msg: Any) -> None:
-            event = unpack(msg.data, max_size=64 * 1024 * 1024)
-            if not isinstance(event, dict) or "id" not in event:
-                return
-            if event["id"] in self._seen:
-                self.duplicates += 1
-                return
-            self._seen[event["id"]] = None
-            if len(self._seen) > self._remember:
-                self._seen.popitem(last=False)
-            await self._queue.put(event)
-
-        self._sub = await self._nc.subscribe(self.subject, cb=on_msg)
-        return self
-
-    async def next(self, timeout: float = 10.0) -> dict[str, Any]:
-        return await asyncio.wait_for(self._queue.get(), timeout)
-
-    async def until(self, pred: Callable[[dict[str, Any]], bool],
-                    timeout: float = 30.0) -> dict[str, Any]:
-        """Events are consumed until one matches ``pred``; that one is returned."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while True:
-            event = await self.next(max(0.01, deadline - loop.time()))
-            if pred(event):
-                return event
-
-    async def stop(self) -> None:
-        if self._sub is not None:
-            await self._sub.unsubscribe()

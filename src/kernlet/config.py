@@ -66,6 +66,8 @@ class AgentSection(_Section):
     reconcile_interval: float = Field(default=5.0, gt=0)
     #: a container of this agent that no live kernel owns is removed once this old (seconds)
     orphan_grace: float = Field(default=60.0, ge=0)
+    #: seconds between rescans of the node's kernel images (docs/images.md)
+    image_scan_interval: float = Field(default=30.0, gt=0)
 
 
 class NatsSection(_Section):

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from kernlet import __version__
+from kernlet.actors.image_commands import IMAGE_COMMANDS
 from kernlet.actors.messages import (
     Command,
     Complete,
@@ -312,4 +313,5 @@ COMMANDS: dict[type[Any], Handler] = {
     ResetAgent: _reset,
     GatherHwinfo: _gather_hwinfo,
     DebugFault: _debug_fault,
+    **IMAGE_COMMANDS,  # commit_kernel, get_commit_status, push_image, purge_images, list_images
 }

@@ -2,8 +2,9 @@
 
 Returns kernlet's own dataclasses (defined in :mod:`kernlet.drivers.container_runtime`, and
 re-exported here), never aiodocker objects. aiodocker errors are translated into kernlet errors
-in one place, :func:`~kernlet.drivers.docker_errors.translated`. Only aiodocker's public API is used. All methods run on the
-agent's event loop.
+in one place, :func:`~kernlet.drivers.docker_errors.translated`. Only aiodocker's public API
+is used. All methods run on the agent's event loop. The image operations are in
+:mod:`kernlet.drivers.docker_images`.
 """
 
 from __future__ import annotations
@@ -13,11 +14,10 @@ import contextlib
 import datetime
 import json
 import logging
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import aiodocker
-import aiohttp
 
 from kernlet.drivers.container_runtime import (
     LABEL_AGENT,

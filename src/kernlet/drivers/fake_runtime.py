@@ -43,6 +43,7 @@ _T = TypeVar("_T")
 METHODS = frozenset({
     "close", "ping", "ensure_network", "image", "pull", "images", "create", "start", "stop",
     "remove", "inspect", "list", "exec", "logs", "events",
+    "commit", "push", "tag", "remove_image", "inventory",
 })
 
 
