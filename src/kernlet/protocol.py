@@ -229,7 +229,7 @@ class PushImage(_Request):
 
     image: ImageName
     registry: Annotated[str, StringConstraints(
-        pattern=r"^[A-Za-z0-9][A-Za-z0-9.-]*(:[0-9]{1,5})?$", max_length=255)] = ""
+        pattern=r"^([A-Za-z0-9][A-Za-z0-9.-]*(:[0-9]{1,5})?)?$", max_length=255)] = ""
 
 
 class PurgeImages(_Request):
