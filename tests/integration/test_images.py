@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import secrets
 import subprocess
+import tarfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -166,20 +167,23 @@ def json_labels(ref: str) -> dict[str, str]:
 
 
 async def test_purge_needs_force_for_an_image_a_stopped_container_uses(
-    good: AgentProcess,
+    good: AgentProcess, tmp_path: Path,
 ) -> None:
     client = await _client(good)
     ref = f"kernlet-test/purge:{uuid.uuid4().hex[:6]}"
-    docker("tag", IMAGE, ref)
+    (tmp_path / "blob").write_bytes(secrets.token_bytes(1024))
+    with tarfile.open(tmp_path / "img.tar", "w") as tar:
+        tar.add(tmp_path / "blob", arcname="blob")
+    docker("import", str(tmp_path / "img.tar"), ref)  # an image of its own (one name only)
     name = f"kernlet-test-purge-{uuid.uuid4().hex[:6]}"
-    docker("create", "--name", name, ref, "true")
+    docker("create", "--name", name, ref, "/blob")
     try:
         res = await client.purge_images([ref])
         assert res["removed"] == [] and res["refused"][ref]["type"] == "ImageInUse"
+        docker("image", "inspect", ref)
         res = await client.purge_images([ref, "kernlet-test/no-such:1"], force=True)
         assert res["removed"] == [ref]
         assert res["refused"]["kernlet-test/no-such:1"]["type"] == "ImageNotFound"
-        docker("image", "inspect", IMAGE)  # the other name of the same image is untouched
     finally:
         subprocess.run(["docker", "rm", "-f", name], capture_output=True, check=False)
         _rmi(ref)
