@@ -7,7 +7,6 @@ to Docker as the X-Registry-Auth header of that one request; nothing keeps them.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from typing import Any
 
@@ -113,7 +112,7 @@ class DockerImages:
 
     async def images(self, label: str) -> list[ImageInfo]:
         with translated("list images"):
-            raws = await self._d.images.list(filters=json.dumps({"label": [label]}))
+            raws = await self._d.images.list(filters={"label": [label]})
         return [
             ImageInfo(id=r["Id"], tags=tuple(r.get("RepoTags") or ()), labels=r.get("Labels") or {})
             for r in raws
@@ -121,7 +120,7 @@ class DockerImages:
 
     async def inventory(self, label: str) -> list[ImageRecord]:
         with translated("list images"):
-            raws = await self._d.images.list(filters=json.dumps({"label": [label]}))
+            raws = await self._d.images.list(filters={"label": [label]})
         return sorted((
             ImageRecord(
                 id=str(r["Id"]),

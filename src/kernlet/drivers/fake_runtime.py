@@ -222,17 +222,20 @@ class FakeRuntime:
     async def remove_image(self, ref: str, force: bool = False) -> builtins.list[str]:
         gate = await self._enter("remove_image", ref)
         info = await self.image(ref)
-        users = [c for c in self.containers.values() if c.spec.image == ref]
-        if users and not force:
+        others = [n for n, i in self._images.items() if i.id == info.id and n != ref]
+        users = [c for c in self.containers.values()
+                 if c.spec.image == ref or self._images.get(c.spec.image) == info]
+        if users and not others and not force:
             raise ImageInUse(f"remove image {ref}: container {users[0].id[:12]} uses it")
         del self._images[ref]
-        return await self._leave(gate, [ref, info.id])
+        return await self._leave(gate, [ref] if others else [ref, info.id])
 
     async def inventory(self, label: str) -> builtins.list[ImageRecord]:
         gate = await self._enter("inventory", label)
+        key, eq, value = label.partition("=")
         by_id: dict[str, ImageRecord] = {}
         for name, i in sorted(self._images.items()):
-            if label.partition("=")[0] in i.labels:
+            if key in i.labels and (not eq or i.labels[key] == value):
                 old = by_id.get(i.id)
                 by_id[i.id] = ImageRecord(i.id, (*(old.tags if old else ()), name), (), 1,
                                           dict(i.labels))
