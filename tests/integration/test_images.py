@@ -17,6 +17,7 @@ import pytest
 
 from integration.conftest import IMAGE, NATS_URL, AgentProcess, docker
 from integration.registries import Registry, registry
+from integration.test_cli import cli, json_lines, ok_json
 from kernlet.client import EventSubscriber, KernletClient
 from kernlet.errors import AgentTimeout, AgentUnavailable, KernelNotFound, RegistryAuthFailed
 
@@ -257,3 +258,31 @@ async def test_a_commit_cut_short_by_the_agents_death_is_reported_failed(
         await client.close()
         crash.cleanup()
         _rmi("kernlet-test/crashed:1")
+
+
+def test_cli_commit_push_and_rm(reg: Registry, good: AgentProcess) -> None:
+    kid = ok_json(good, "kernel", "create", "--image", IMAGE)["id"]
+    ref = f"{reg.host}/kernlet-test/cli:{uuid.uuid4().hex[:6]}"
+    user = ""
+    try:
+        res = cli(good, "kernel", "commit", kid, ref, "--json")
+        assert res.returncode == 0, res.stderr
+        lines = json_lines(res.stdout)
+        assert lines[0]["type"] == "started" and lines[0]["data"]["status"] == "running"
+        assert lines[-1]["type"] == "result" and lines[-1]["data"]["status"] == "done"
+        res = cli(good, "image", "push", ref, "--json")
+        assert res.returncode == 0, res.stderr
+        last = json_lines(res.stdout)[-1]
+        assert last["type"] == "result" and last["data"]["digest"].startswith("sha256:")
+        user = ok_json(good, "kernel", "create", "--image", ref)["id"]
+        res = cli(good, "image", "rm", ref)
+        assert res.returncode == 65 and "ImageInUse" in res.stderr
+        ok_json(good, "kernel", "destroy", user)
+        user = ""
+        assert ok_json(good, "image", "rm", ref) == {"removed": [ref], "refused": {}}
+    finally:
+        for k in (kid, user):
+            if k:
+                cli(good, "kernel", "destroy", k)
+        _rmi(ref)
+    _secrets_absent(good, reg.password)

@@ -75,6 +75,8 @@ class NodeReporter:
     async def agent_info(self) -> dict[str, Any]:
         """The heartbeat's content (the reference's agent_info, plus kernels)."""
         snap = await self.describe()
+        if self._inventory.last_scan is None:  # before the periodic rescan's first round
+            await self._inventory.rescan()
         a = self.cfg.agent
         return {
             "id": a.id,
