@@ -20,6 +20,8 @@ from kernlet.actors.image_jobs import (
     push_target,
 )
 from kernlet.actors.inventory import ImageInventory, changes
+from kernlet.cli._remote import exit_code_for
+from kernlet.client_images import _raise_failure
 from kernlet.config import AgentConfig
 from kernlet.config_registries import RegistrySection, registry_auth
 from kernlet.drivers.container_runtime import PullProgress
@@ -227,3 +229,18 @@ def test_progress_is_recorded_at_most_once_a_second() -> None:
     assert 4 <= len(ref.told) <= 5
     times = [m.body.current / 10 for m in ref.told]
     assert all(b - a >= 0.99 for a, b in itertools.pairwise(times))
+
+
+def test_cli_exit_codes_of_the_image_errors() -> None:
+    assert exit_code_for(ImageInUse("x")) == 65
+    assert exit_code_for(RegistryAuthFailed("x")) == 74  # a DriverError
+    assert exit_code_for(ImageNotFound("x")) == 66
+
+
+def test_a_failed_job_on_the_wire_becomes_its_typed_error() -> None:
+    with pytest.raises(RegistryAuthFailed, match="unauthorized"):
+        _raise_failure({"ok": False, "error": "push x: unauthorized",
+                        "error_type": "RegistryAuthFailed"})
+    with pytest.raises(DockerError):
+        _raise_failure({"ok": False, "error": "old agent", "error_type": ""})
+    _raise_failure({"ok": True})
