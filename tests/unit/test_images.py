@@ -22,7 +22,7 @@ from kernlet.actors.image_jobs import (
 from kernlet.actors.inventory import ImageInventory, changes
 from kernlet.cli._remote import exit_code_for
 from kernlet.client_images import _raise_failure
-from kernlet.config import AgentConfig
+from kernlet.config import AgentConfig, apply_cluster
 from kernlet.config_registries import RegistrySection, registry_auth
 from kernlet.drivers.container_runtime import PullProgress
 from kernlet.drivers.docker_errors import registry_error
@@ -244,3 +244,11 @@ def test_a_failed_job_on_the_wire_becomes_its_typed_error() -> None:
     with pytest.raises(DockerError):
         _raise_failure({"ok": False, "error": "old agent", "error_type": ""})
     _raise_failure({"ok": True})
+
+
+def test_registries_are_local_only_and_survive_cluster_settings() -> None:
+    cfg = AgentConfig.model_validate(
+        {"registries": {"r:5000": {"username": "u", "password": "hunter2"}}})
+    merged, refused = apply_cluster(cfg, {"registries/r:5000": "x", "agent/orphan-grace": "5"})
+    assert refused == ["registries/r:5000"] and merged.agent.orphan_grace == 5
+    assert merged.registries["r:5000"].password.get_secret_value() == "hunter2"
