@@ -23,12 +23,12 @@ import nats.errors
 from nats.aio.client import Client
 
 from kernlet.client_events import EventSubscriber
+from kernlet.client_images import ImageCalls
 from kernlet.client_logs import follow_logs
 from kernlet.drivers.nats import describe, open_connection
 from kernlet.errors import (
     AgentTimeout,
     AgentUnavailable,
-    DockerError,
     KernletError,
     error_from_wire,
 )
@@ -53,8 +53,9 @@ def _result(body: Any) -> Any:
     return body.get("result")
 
 
-class KernletClient:
-    """Async client for one agent. Not thread-safe; use it on one event loop."""
+class KernletClient(ImageCalls):
+    """Async client for one agent. Not thread-safe; use it on one event loop. The image
+    commands (pull, commit, push, purge, list) are in :class:`ImageCalls`."""
 
     def __init__(
         self,
@@ -227,35 +228,6 @@ class KernletClient:
         if timeout is not None:
             args["timeout"] = timeout
         return str((await self.call("trigger_batch_execution", **args))["run_id"])
-
-    async def check_and_pull(self, image: str, timeout: float = 7200.0) -> dict[str, Any]:
-        """Start pulling an image unless present; answers at once (status present/pulling)."""
-        return dict(await self.call("check_and_pull", image=image, timeout=timeout))
-
-    async def pull(self, image: str, timeout: float = 7200.0,
-                   on_progress: Callable[[dict[str, Any]], None] | None = None,
-                   ) -> dict[str, Any]:
-        """check_and_pull, then wait for its image_pulled event; raises DockerError.
-        ``on_progress`` gets each ``image_pull_progress`` payload of that image."""
-        events = await EventSubscriber(self.nc, self.prefix, self.agent_id).start()
-
-        def done(e: dict[str, Any]) -> bool:
-            if e["payload"].get("image") != image:
-                return False
-            if e["type"] == "image_pull_progress" and on_progress is not None:
-                on_progress(dict(e["payload"]))
-            return bool(e["type"] == "image_pulled")
-
-        try:
-            res = await self.check_and_pull(image, timeout)
-            if res["status"] == "present":
-                return res
-            ev = await events.until(done, timeout + 5)
-            if not ev["payload"]["ok"]:
-                raise DockerError(str(ev["payload"]["error"]))
-            return {"image": image, "status": "pulled", "id": ev["payload"]["image_id"]}
-        finally:
-            await events.stop()
 
     async def start_service(self, kernel_id: str, service: str) -> dict[str, Any]:
         """Start an in-container service; ``{name, url, host_port, token}`` once it answers."""

@@ -16,6 +16,7 @@ from pydantic import BaseModel, Field, ValidationError, field_validator, model_v
 
 from kernlet.config_base import ConfigError, Section
 from kernlet.config_nats import NatsSection
+from kernlet.config_registries import RegistrySection
 from kernlet.config_values import cpu_limit_factor, parse_origin, parse_size
 
 __all__ = [
@@ -58,6 +59,8 @@ class AgentSection(Section):
     reconcile_interval: float = Field(default=5.0, gt=0)
     #: a container of this agent that no live kernel owns is removed once this old (seconds)
     orphan_grace: float = Field(default=60.0, ge=0)
+    #: seconds between rescans of the node's kernel images (docs/images.md)
+    image_scan_interval: float = Field(default=30.0, gt=0)
 
     @field_validator("min_log_free", mode="before")
     @classmethod
@@ -256,6 +259,8 @@ class AgentConfig(Section):
     limits: LimitsSection = LimitsSection()
     watcher: WatcherSection = WatcherSection()
     debug: DebugSection = DebugSection()
+    #: ``[registries."host:port"]``: credentials per registry (kernlet.config_registries)
+    registries: dict[str, RegistrySection] = Field(default_factory=dict)
 
     @property
     def log_dir(self) -> Path:
@@ -287,7 +292,7 @@ class AgentConfig(Section):
 
 #: settings that only the local file may set (identity, and how to reach etcd itself)
 LOCAL_ONLY = {"agent/id", "agent/var-dir", "agent/log-dir", "etcd", "nats", "docker/url",
-              "debug"}
+              "debug", "registries"}
 
 
 def apply_cluster(cfg: AgentConfig, cluster: dict[str, str]) -> tuple[AgentConfig, list[str]]:
@@ -316,6 +321,8 @@ def apply_cluster(cfg: AgentConfig, cluster: dict[str, str]) -> tuple[AgentConfi
     merged = AgentConfig.model_validate(data)
     # keep "set locally" marks, so that the next change is judged against the file again
     for section in type(cfg).model_fields:
+        if not isinstance(getattr(cfg, section), BaseModel):
+            continue  # registries: a table of tables, local only
         getattr(merged, section).model_fields_set.clear()
         getattr(merged, section).model_fields_set.update(getattr(cfg, section).model_fields_set)
     return merged, refused

@@ -86,9 +86,14 @@ def render(values: dict[str, dict[str, Any]], *, commented: bool,
     comments out keys whose default is computed (e.g. from the host name)."""
     lines: list[str] = []
     for name, info in AgentConfig.model_fields.items():
+        alias = info.alias or name.replace("_", "-")
+        if typing.get_origin(info.annotation) is dict:  # a table of tables: [registries."x"]
+            if lines:
+                lines.append("")
+            lines.extend(_tables(alias, info, values.get(alias, {}), commented))
+            continue
         section = info.annotation
         assert isinstance(section, type) and issubclass(section, BaseModel)
-        alias = info.alias or name.replace("_", "-")
         table = values.get(alias, {})
         if lines:
             lines.append("")
@@ -112,6 +117,25 @@ def render(values: dict[str, dict[str, Any]], *, commented: bool,
             else:
                 lines.append(f"{key} = {_value(v)}")
     return "\n".join(lines) + "\n"
+
+
+def _tables(alias: str, info: Any, tables: dict[str, dict[str, Any]],
+            commented: bool) -> list[str]:
+    """``[alias."name"]`` per entry; with none, a commented-out example of one."""
+    model = typing.get_args(info.annotation)[1]
+    lines: list[str] = []
+    if commented and info.description:
+        lines.extend(_comment(info.description))
+    if not tables:
+        lines.append(f'# [{alias}."NAME"]')
+        for field, finfo in model.model_fields.items():
+            key = finfo.alias or field.replace("_", "-")
+            lines.append(f"# {key} = ...  ({_type_name(finfo.annotation)})")
+        return lines
+    for entry, table in tables.items():
+        lines.append(f"[{alias}.{json.dumps(entry)}]")
+        lines.extend(f"{k} = {_value(v)}" for k, v in table.items() if v is not None)
+    return lines
 
 
 def sample() -> str:

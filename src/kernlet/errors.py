@@ -10,6 +10,7 @@ library turns it back into the same class. Hierarchy::
     ├── KernelAlreadyExists      a create for a kernel id this agent already has
     ├── KernelNotRunning         the kernel cannot take this call in its current state
     ├── ImageNotFound            the image is not present on this node
+    ├── ImageInUse               a live kernel runs the image (purge_images refuses it)
     ├── InsufficientResource     the request does not fit what is free
     ├── CreationFailed           the kernel could not be created (everything was rolled back)
     ├── AgentTimeout             the agent did not finish in time
@@ -17,6 +18,7 @@ library turns it back into the same class. Hierarchy::
     ├── InternalError            a bug or an unexpected failure inside the agent
     └── DriverError              an outside service failed
         ├── DockerError          Docker Engine refused or failed
+        │   └── RegistryAuthFailed   the registry refused the credentials (or wants some)
         ├── ContainerNotFound    the container is gone
         ├── BusError             NATS failed
         ├── EtcdError            etcd refused, failed or could not be reached
@@ -37,6 +39,7 @@ __all__ = [
     "DockerError",
     "DriverError",
     "EtcdError",
+    "ImageInUse",
     "ImageNotFound",
     "InsufficientResource",
     "InternalError",
@@ -45,6 +48,7 @@ __all__ = [
     "KernelNotFound",
     "KernelNotRunning",
     "KernletError",
+    "RegistryAuthFailed",
     "RuntimeUnavailable",
     "StatsStoreError",
     "UnknownCommand",
@@ -91,6 +95,10 @@ class ImageNotFound(KernletError):
     """The image is not present on this node."""
 
 
+class ImageInUse(KernletError):
+    """The image is used by a kernel (a live kernel runs it: never removed)."""
+
+
 class InsufficientResource(KernletError):
     """The request does not fit the free resources."""
 
@@ -117,6 +125,11 @@ class DriverError(KernletError):
 
 class DockerError(DriverError):
     """Docker Engine refused or failed a call."""
+
+
+class RegistryAuthFailed(DockerError):
+    """The registry refused the credentials configured for it, or asked for some and none
+    are configured (``[registries."host:port"]``). The message never contains a secret."""
 
 
 class ContainerNotFound(DriverError):

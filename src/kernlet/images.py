@@ -152,7 +152,8 @@ def image_id(tag: str) -> str | None:
 
 
 def list_images() -> list[dict[str, Any]]:
-    """kernlet's images (those with the label ai.kernlet.kernelspec), newest first."""
+    """kernlet's images (those with the label ai.kernlet.kernelspec), newest first: id, tags,
+    repo digests, created, size, labels."""
     out = _docker("image", "ls", "--quiet", "--no-trunc", "--filter", f"label={KERNELSPEC_LABEL}")
     ids = list(dict.fromkeys(out.split()))
     if not ids:
@@ -161,6 +162,7 @@ def list_images() -> list[dict[str, Any]]:
         {
             "id": info["Id"],
             "tags": info.get("RepoTags") or [],
+            "digests": info.get("RepoDigests") or [],
             "created": info.get("Created", ""),
             "size": info.get("Size", 0),
             "labels": (info.get("Config") or {}).get("Labels") or {},

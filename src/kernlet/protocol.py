@@ -36,20 +36,25 @@ __all__ = [
     "LOOP_COMMANDS",
     "AckOutput",
     "CheckAndPull",
+    "CommitKernel",
     "CreateKernels",
     "DebugFault",
     "DestroyKernel",
     "DownloadFile",
     "Execute",
     "GatherHwinfo",
+    "GetCommitStatus",
     "GetCompletions",
     "GetEvents",
     "GetLogs",
     "InterruptKernel",
     "KernelConfig",
     "ListFiles",
+    "ListImages",
     "ListKernels",
     "Ping",
+    "PurgeImages",
+    "PushImage",
     "ResetAgent",
     "RestartKernel",
     "ShutdownService",
@@ -237,6 +242,52 @@ class CheckAndPull(_Request):
     timeout: Annotated[float, Field(gt=0, le=24 * 3600)] = 7200.0
 
 
+#: a repository name: ``[host[:port]/]path`` in lower case (Docker's rule)
+Repository = Annotated[str, StringConstraints(
+    pattern=r"^[a-z0-9][a-z0-9._-]*(:[0-9]{1,5})?(/[a-z0-9][a-z0-9._-]*)+$|^[a-z0-9][a-z0-9._-]*$",
+    max_length=200)]
+Tag = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")]
+#: an image name: repository, ``repository:tag`` or an image id
+ImageName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._/:@-]{0,255}$")]
+
+
+class CommitKernel(_Request):
+    """Commit the running kernel's container to the new image ``image:tag`` (background;
+    image_commit_started / image_commit_finished)."""
+
+    kernel_id: KernelId
+    image: Repository
+    tag: Tag = "latest"
+
+
+class GetCommitStatus(_Request):
+    """A commit's status by its id, or the latest commit of ``kernel_id``."""
+
+    commit_id: Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{32}$")] | None = None
+    kernel_id: KernelId | None = None
+
+
+class PushImage(_Request):
+    """Push a local image to ``registry`` (``host:port``; default: the one its name names)
+    with the credentials of ``[registries]`` (background; image_push_progress, image_pushed)."""
+
+    image: ImageName
+    registry: Annotated[str, StringConstraints(
+        pattern=r"^([A-Za-z0-9][A-Za-z0-9.-]*(:[0-9]{1,5})?)?$", max_length=255)] = ""
+
+
+class PurgeImages(_Request):
+    """Remove local images no live kernel uses (``force``: also those only stopped
+    containers use; never one a live kernel runs)."""
+
+    images: Annotated[list[ImageName], Field(min_length=1, max_length=256)]
+    force: bool = False
+
+
+class ListImages(_Request):
+    """The node's kernel images: id, tags, repo digests, size, labels (a fresh rescan)."""
+
+
 class StartService(_Request):
     kernel_id: KernelId
     service: Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9-]{0,31}$")]
@@ -284,6 +335,11 @@ COMMANDS: dict[str, type[_Request]] = {
     "trigger_batch_execution": TriggerBatchExecution,
     "gather_hwinfo": GatherHwinfo,
     "check_and_pull": CheckAndPull,
+    "commit_kernel": CommitKernel,
+    "get_commit_status": GetCommitStatus,
+    "push_image": PushImage,
+    "purge_images": PurgeImages,
+    "list_images": ListImages,
     "start_service": StartService,
     "shutdown_service": ShutdownService,
     "debug_fault": DebugFault,
@@ -323,6 +379,8 @@ def parse_request(command: str, payload: Any) -> _Request:
             raise InvalidRequest("create_kernels: kernel_ids and configs differ in length")
         if len(set(req.kernel_ids)) != len(req.kernel_ids):
             raise InvalidRequest("create_kernels: kernel_ids repeat an id")
+    if isinstance(req, GetCommitStatus) and (req.commit_id is None) == (req.kernel_id is None):
+        raise InvalidRequest("get_commit_status: give commit_id or kernel_id (one of them)")
     return req
 
 

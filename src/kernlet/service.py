@@ -20,6 +20,7 @@ import pykka
 from kernlet.actors.agent import AgentActor
 from kernlet.actors.bus import CommandServer
 from kernlet.actors.context import AgentContext
+from kernlet.actors.image_jobs import interrupted_jobs
 from kernlet.actors.loop import LoopThread
 from kernlet.actors.messages import Relist
 from kernlet.actors.node import NodeReporter
@@ -113,8 +114,10 @@ class AgentService:
         )
         proxy = self.agent.proxy()
         proxy.adopt(live).get()
-        proxy.resume_pulls(interrupted_pulls(self.loop.run(
-            self.store.read_stream(AGENT_STREAM)))).get()
+        agent_events = self.loop.run(self.store.read_stream(AGENT_STREAM))
+        proxy.resume_pulls(interrupted_pulls(agent_events)).get()
+        for failed in interrupted_jobs(agent_events):  # commits, pushes: recorded failed
+            self.loop.run(ctx.record_agent(failed))
         self.loop.run(ctx.record_agent(AgentStarted(reason="started", agent_id=self.cfg.agent.id)))
         self.server = CommandServer(self.bus, self.agent, self.cfg.nats.subject_prefix,
                                     self.cfg.agent.id, self.cfg.limits.max_request,
@@ -123,7 +126,8 @@ class AgentService:
         if not self._serving.wait(timeout=5.0):
             log.warning("NATS unreachable at %s: serving once it answers; events are kept "
                         "in the log until then", self.cfg.nats.url)
-        self.node = NodeReporter(self.cfg, self.agent, self.bus, self.docker, self._reconfigure)
+        self.node = NodeReporter(self.cfg, self.agent, self.bus, ctx.inventory,
+                                 self._reconfigure)
         self.loop.run(self.node.start())
         if self.cfg.watcher.enabled:
             self._start_watcher()
@@ -191,6 +195,10 @@ class AgentService:
         self._tasks.append(asyncio.create_task(self.outbox.run(), name="outbox"))
         self._tasks.append(asyncio.create_task(self._watch_docker(), name="docker-events"))
         self._tasks.append(asyncio.create_task(self._relist_forever(), name="relist"))
+        assert self.ctx is not None
+        self._tasks.append(asyncio.create_task(every(
+            lambda: self.cfg.agent.image_scan_interval, self.ctx.inventory.tick,
+            "image-scan"), name="image-scan"))
 
     async def _relist_forever(self) -> None:
         """Every reconcile-interval: list this agent's containers, hand them to the agent."""

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from fixtures.image_contract import image_scenario
 from fixtures.runtime_contract import Programs, scenario
 from integration.conftest import IMAGE
 from kernlet.drivers.docker import DockerDriver
@@ -43,3 +44,11 @@ async def test_event_stream_without_an_engine_keeps_reconnecting(
     with pytest.raises(DockerError):
         await rt.ping()
     await rt.close()
+
+
+async def test_docker_driver_passes_the_image_contract(halfstack: None) -> None:
+    rt = DockerDriver()
+    try:
+        await image_scenario(rt, IMAGE)
+    finally:
+        await rt.close()

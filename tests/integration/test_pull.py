@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import os
-import shutil
-import socket
 import subprocess
 import tarfile
-import time
 import uuid
 from collections.abc import Iterator
 
 import pytest
 
 from integration.conftest import AgentProcess, docker
+from integration.registries import registry as local_registry
 from kernlet.client import EventSubscriber, KernletClient
 from kernlet.errors import DockerError, InvalidRequest
 
@@ -23,37 +21,19 @@ pytestmark = pytest.mark.integration
 @pytest.fixture(scope="module")
 def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """Debian's docker-registry on a free loopback port, with one small image pushed."""
-    binary = shutil.which("docker-registry")
-    assert binary, "docker-registry missing: run `kernlet halfstack up`"
     root = tmp_path_factory.mktemp("registry")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    (root / "config.yml").write_text(
-        "version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: " + str(root / "data")
-        + f"\nhttp:\n  addr: 127.0.0.1:{port}\nlog:\n  level: error\n"
-    )
-    proc = subprocess.Popen([binary, "serve", str(root / "config.yml")],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 15
-        while socket.socket().connect_ex(("127.0.0.1", port)) != 0:
-            assert time.monotonic() < deadline, "registry did not start"
-            time.sleep(0.1)
+    with local_registry(root / "registry") as reg:
         # a small image (4 MiB of random bytes, so the pull has progress to report)
         payload = root / "payload"
         payload.mkdir()
         (payload / "blob").write_bytes(os.urandom(4 * 1024 * 1024))
         with tarfile.open(root / "img.tar", "w") as tar:
             tar.add(payload / "blob", arcname="blob")
-        name = f"127.0.0.1:{port}/kernlet-test/small:{uuid.uuid4().hex[:6]}"
+        name = f"{reg.host}/kernlet-test/small:{uuid.uuid4().hex[:6]}"
         docker("import", str(root / "img.tar"), name)
         docker("push", name)
         docker("rmi", name)
         yield name
-    finally:
-        proc.terminate()
-        proc.wait(10)
 
 
 async def test_check_and_pull_reports_progress(

@@ -21,6 +21,7 @@ import pykka
 
 from kernlet.actors.agent import AgentActor
 from kernlet.actors.context import AgentContext
+from kernlet.actors.image_jobs import interrupted_jobs
 from kernlet.actors.loop import LoopThread
 from kernlet.actors.messages import Command
 from kernlet.actors.outbox import Outbox
@@ -142,8 +143,10 @@ class Rig:
         agent = AgentActor.start(ctx, set(self.loop.run(store.kernel_ids())), allocator,
                                  PortPool(30000, 30010))
         agent.proxy().adopt(live).get()
-        agent.proxy().resume_pulls(interrupted_pulls(self.loop.run(
-            store.read_stream(AGENT_STREAM)))).get()
+        agent_events = self.loop.run(store.read_stream(AGENT_STREAM))
+        agent.proxy().resume_pulls(interrupted_pulls(agent_events)).get()
+        for failed in interrupted_jobs(agent_events):  # as service.py does at start
+            self.loop.run(ctx.record_agent(failed))
         return agent
 
     # -- driving ----------------------------------------------------------------------------

@@ -27,7 +27,13 @@ from kernlet.events.codec import (
     pack,
     unpack,
 )
-from kernlet.events.types import Envelope, EventBody, KernelCreating, KernelTerminated
+from kernlet.events.types import (
+    Envelope,
+    EventBody,
+    ImagePulled,
+    KernelCreating,
+    KernelTerminated,
+)
 from kernlet.store.records import to_envelope, to_record
 
 FIXTURES = Path(__file__).parents[1] / "fixtures"
@@ -55,6 +61,7 @@ FIELD_STRATEGIES: dict[str, st.SearchStrategy[Any]] = {
     "float | None": st.none() | st.floats(allow_nan=False, allow_infinity=False),
     "bool": st.booleans(),
     "tuple[int, ...]": st.lists(st.integers(0, 65535), max_size=8).map(tuple),
+    "tuple[str, ...]": st.lists(st.text(max_size=10), max_size=5).map(tuple),
     "dict[str, str]": st.dictionaries(st.text(max_size=10), st.text(max_size=10), max_size=5),
     "dict[str, dict[str, str]]": st.dictionaries(
         st.text(max_size=10),
@@ -214,3 +221,13 @@ def test_event_with_a_wrong_header_decodes_or_raises_codec_error(key: str, value
         decode_event(pack({**good, key: value}))
     except CodecError:
         pass
+
+
+def test_image_pulled_v1_failure_upgrades_to_a_docker_error() -> None:
+    failed = body_from_payload("image_pulled", 1, {"image": "x", "ok": False, "image_id": "",
+                                                   "error": "pull x: boom"})
+    assert failed == ImagePulled(image="x", ok=False, error="pull x: boom",
+                                 error_type="DockerError")
+    ok = body_from_payload("image_pulled", 1, {"image": "x", "ok": True, "image_id": "sha256:a",
+                                               "error": ""})
+    assert ok == ImagePulled(image="x", ok=True, image_id="sha256:a")

@@ -4,6 +4,7 @@ comment), loads back to the defaults; ``show`` hides secrets; ConfigError names 
 from __future__ import annotations
 
 import tomllib
+import typing
 from pathlib import Path
 
 import pytest
@@ -18,9 +19,19 @@ def test_the_sample_loads_back_to_the_defaults_and_names_every_key() -> None:
     for name, info in AgentConfig.model_fields.items():
         section = info.annotation
         assert section is not None
-        assert f"[{name.replace('_', '-')}]" in text
+        if typing.get_origin(section) is dict:  # a table of tables: an example, commented
+            section = typing.get_args(section)[1]
+            assert f'# [{name}."NAME"]' in text
+        else:
+            assert f"[{name.replace('_', '-')}]" in text
         for field in section.model_fields:  # type: ignore[union-attr]
             assert f"{field.replace('_', '-')} = " in text, field
+
+
+def test_a_table_of_tables_is_rendered_per_entry() -> None:
+    text = render({"registries": {"localhost:5000": {"username": "u", "token-file": None}}},
+                  commented=False)
+    assert '[registries."localhost:5000"]\nusername = "u"\n' in text
 
 
 def test_the_sample_carries_the_models_own_comments() -> None:

@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from fixtures.image_contract import image_scenario
 from fixtures.runtime_contract import Programs, scenario
 from kernlet.drivers.container_runtime import ContainerEvent, ContainerSpec
 from kernlet.drivers.fake_runtime import FakeRuntime
@@ -202,3 +203,7 @@ async def test_logs_tail_and_exec_on_stopped(rt: FakeRuntime) -> None:
     await rt.start(cid)
     rt.containers[cid].exec_exit_code = 5
     assert await rt.exec(cid, ["false"], wait=1) == 5
+
+
+async def test_the_fake_passes_the_image_contract(rt: FakeRuntime) -> None:
+    await image_scenario(rt, IMAGE)

@@ -20,6 +20,7 @@ import pykka
 from kernlet.actors.base import LoopActor
 from kernlet.actors.commands import COMMANDS, summary
 from kernlet.actors.context import AgentContext
+from kernlet.actors.image_jobs import ImageJobs
 from kernlet.actors.kernel import KernelActor
 from kernlet.actors.ledger import Ledger
 from kernlet.actors.messages import (
@@ -89,6 +90,8 @@ class AgentActor(LoopActor):
         self._removing: set[str] = set()
         #: images being pulled by check_and_pull
         self.pulling: set[str] = set()
+        #: commits and pushes in flight (kernlet.actors.image_jobs)
+        self.image_jobs = ImageJobs()
 
     # -- the registry ---------------------------------------------------------------------------
 

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from kernlet import __version__
 from kernlet.actors import kept_logs
 from kernlet.actors.hooks.allocate import slot_fields, slot_request
+from kernlet.actors.image_commands import IMAGE_COMMANDS
 from kernlet.actors.messages import (
     Command,
     Complete,
@@ -358,4 +359,5 @@ COMMANDS: dict[type[Any], Handler] = {
     ResetAgent: _reset,
     GatherHwinfo: _gather_hwinfo,
     DebugFault: _debug_fault,
+    **IMAGE_COMMANDS,  # commit_kernel, get_commit_status, push_image, purge_images, list_images
 }

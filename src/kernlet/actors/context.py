@@ -8,6 +8,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from kernlet.actors.inventory import ImageInventory
 from kernlet.actors.loop import LoopThread
 from kernlet.actors.outbox import Outbox
 from kernlet.config import AgentConfig
@@ -36,9 +37,14 @@ class AgentContext:
     cuda: CudaAccess | None = None
     #: called on the loop with each event once it is durable (watcher, metrics)
     listeners: list[Callable[[Envelope], None]] = field(default_factory=list)
+    #: the node's kernel images (heartbeat, list_images), rescanned on the loop
+    inventory: ImageInventory = field(init=False)
     _crash_count: int = 0
     #: serializes appends to the agent's own stream (its seq comes from the store)
     _agent_stream: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    def __post_init__(self) -> None:
+        self.inventory = ImageInventory(self.docker, self.record_agent)
 
     async def record_agent(self, body: EventBody) -> Envelope:
         """Append an event to the agent's own stream (``_agent``), durably; its seq is the

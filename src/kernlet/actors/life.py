@@ -40,6 +40,7 @@ from kernlet.errors import (
     InsufficientResource,
     InvalidRequest,
     KernelNotRunning,
+    RegistryAuthFailed,
 )
 from kernlet.events import (
     KernelPreparing,
@@ -156,7 +157,9 @@ class Life:
 
     def _create_failed(self, err: BaseException) -> None:
         log.warning("kernel %s: creation failed: %s", self.k.kernel_id, err)
-        if not isinstance(err, (ImageNotFound, InvalidRequest, InsufficientResource)):
+        # (a registry's refusal of the credentials stays typed: the operator's fix differs)
+        if not isinstance(err, (ImageNotFound, InvalidRequest, InsufficientResource,
+                                RegistryAuthFailed)):
             err = CreationFailed(f"kernel {self.k.kernel_id}: {err}")
         self.w.failure = err
         if is_live(self.k.state) and not is_terminating(self.k.state):

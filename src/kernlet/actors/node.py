@@ -20,10 +20,10 @@ from typing import Any
 import pykka
 
 from kernlet import __version__
+from kernlet.actors.inventory import ImageInventory
 from kernlet.actors.messages import Describe
 from kernlet.actors.reply import Reply
 from kernlet.config import AgentConfig, apply_cluster
-from kernlet.drivers.container_runtime import ContainerRuntime
 from kernlet.drivers.etcd import AgentLease, EtcdDriver
 from kernlet.drivers.nats import NatsDriver
 from kernlet.drivers.redis import StatsWriter
@@ -37,8 +37,6 @@ __all__ = ["NodeReporter"]
 
 log = logging.getLogger(__name__)
 
-IMAGE_LABEL = "ai.kernlet.kernelspec"
-
 
 class NodeReporter:
     """Heartbeat, stats and cluster settings of one agent. Runs on the agent's loop."""
@@ -48,7 +46,7 @@ class NodeReporter:
         cfg: AgentConfig,
         agent: pykka.ActorRef[Any],
         bus: NatsDriver,
-        docker: ContainerRuntime,
+        inventory: ImageInventory,
         on_config: Callable[[AgentConfig], None],
     ) -> None:
         self.cfg = cfg
@@ -56,7 +54,7 @@ class NodeReporter:
         self._local = cfg
         self._agent = agent
         self._bus = bus
-        self._docker = docker
+        self._inventory = inventory
         self._on_config = on_config
         self.etcd: EtcdDriver | None = None
         self.lease: AgentLease | None = None
@@ -77,12 +75,8 @@ class NodeReporter:
     async def agent_info(self) -> dict[str, Any]:
         """The heartbeat's content (the reference's agent_info, plus kernels)."""
         snap = await self.describe()
-        try:
-            images = [{"name": tag, "id": img.id}
-                      for img in await self._docker.images(IMAGE_LABEL) for tag in img.tags]
-        except KernletError as exc:
-            log.warning("heartbeat: cannot list images: %s", exc)
-            images = []
+        if self._inventory.last_scan is None:  # before the periodic rescan's first round
+            await self._inventory.rescan()
         a = self.cfg.agent
         return {
             "id": a.id,
@@ -94,7 +88,8 @@ class NodeReporter:
             "resource_slots": snap["resource_slots"],
             "slots_used": snap["slots_used"],
             "compute_plugins": snap["hwinfo"],
-            "images": images,
+            # the last rescan's (kernlet.actors.inventory): name, id, digests, size, labels
+            "images": self._inventory.heartbeat(),
             "kernels": snap["kernels"],
             "time": time.time(),
         }

@@ -6,13 +6,12 @@ again, so it too ends with ``image_pulled``."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
-from kernlet.actors.messages import RecordAgentEvent
+from kernlet.actors.image_jobs import Throttle, error_fields
 from kernlet.actors.steps import pull_image
-from kernlet.drivers.docker import ImageInfo, PullProgress
+from kernlet.drivers.docker import ImageInfo
 from kernlet.events import Envelope, ImagePulled, ImagePullProgress
 
 if TYPE_CHECKING:
@@ -22,29 +21,25 @@ __all__ = ["interrupted_pulls", "start_pull"]
 
 
 def start_pull(agent: AgentActor, image: str, timeout: float, why: str = "started") -> None:
-    """Pull ``image`` in the background (agent actor thread)."""
+    """Pull ``image`` in the background (agent actor thread), with the credentials of
+    ``[registries]`` for its registry."""
     agent.pulling.add(image)
     agent.record_agent_event(ImagePullProgress(image=image, status=why))
-    ref = agent.actor_ref
-    last = [time.monotonic()]
-
-    def progress(p: PullProgress) -> None:  # loop thread
-        now = time.monotonic()
-        if now - last[0] >= 1.0:
-            last[0] = now
-            ref.tell(RecordAgentEvent(ImagePullProgress(image=image, status=p.status,
-                                                        current=p.current, total=p.total)))
+    progress = Throttle(agent.actor_ref, lambda p: ImagePullProgress(
+        image=image, status=p.status, current=p.current, total=p.total))
 
     def pulled(info: ImageInfo) -> None:
         agent.pulling.discard(image)
         agent.record_agent_event(ImagePulled(image=image, ok=True, image_id=info.id))
+        agent.ctx.inventory.poke()
 
     def failed(err: BaseException) -> None:
         agent.pulling.discard(image)
-        agent.record_agent_event(ImagePulled(image=image, ok=False, error=str(err)[:1000]))
+        agent.record_agent_event(ImagePulled(image=image, ok=False, **error_fields(err)))
 
     agent.spawn(pull_image(agent.ctx.docker, image, timeout, progress,
-                           key="check_and_pull timeout"), then=pulled, fail=failed)
+                           key="check_and_pull timeout", registries=agent.ctx.cfg.registries),
+                then=pulled, fail=failed)
 
 
 def interrupted_pulls(events: Iterable[Envelope]) -> list[str]:

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import kernlet
 from kernlet.config import AgentConfig
+from kernlet.config_registries import RegistrySection, registry_auth
 from kernlet.drivers import scratch
 from kernlet.drivers.container_runtime import (
     LABEL_AGENT,
@@ -29,8 +30,9 @@ from kernlet.drivers.container_runtime import (
     ImageInfo,
     PullProgress,
 )
+from kernlet.drivers.image_ops import RegistryAuth
 from kernlet.drivers.resources import CudaAccess, cuda_device_ids, cuda_parts
-from kernlet.errors import DockerError
+from kernlet.errors import DockerError, RegistryAuthFailed
 from kernlet.events import KernelState
 from kernlet.layout import (
     BOOTSTRAP_NAME,
@@ -47,6 +49,7 @@ __all__ = [
     "create_container",
     "kernel_dirs",
     "prepare_dirs",
+    "registry_auth_of",
 ]
 
 
@@ -93,12 +96,27 @@ def names_registry(image: str) -> bool:
 async def pull_image(
     docker: ContainerRuntime, image: str, timeout: float,
     on_progress: Callable[[PullProgress], None] | None = None, key: str = "timeout",
+    registries: dict[str, RegistrySection] | None = None,
 ) -> ImageInfo:
-    """Pull with a time limit (the value of ``key``); DockerError on failure or timeout."""
+    """Pull with a time limit (the value of ``key``), with the credentials ``registries``
+    has for the image's registry; DockerError on failure or timeout, RegistryAuthFailed
+    when the registry refuses them."""
+    auth = await registry_auth_of(registries or {}, image)
     try:
-        return await asyncio.wait_for(docker.pull(image, on_progress), timeout)
+        return await asyncio.wait_for(docker.pull(image, on_progress, auth), timeout)
     except TimeoutError as exc:
         raise DockerError(f"pull {image}: not done after {timeout:g} s ({key})") from exc
+
+
+async def registry_auth_of(
+    registries: dict[str, RegistrySection], image: str
+) -> RegistryAuth | None:
+    """The credentials for the image's registry (files read off the loop);
+    RegistryAuthFailed naming the file when a password or token file cannot be read."""
+    try:
+        return await asyncio.to_thread(registry_auth, registries, image)
+    except OSError as exc:
+        raise RegistryAuthFailed(str(exc)) from None
 
 
 async def prepare_dirs(cfg: AgentConfig, kernel_id: str, bootstrap: str) -> KernelDirs:

@@ -28,6 +28,7 @@ def _register() -> None:
     import kernlet.cli.halfstack_secure
     import kernlet.cli.image
     import kernlet.cli.kernel
+    import kernlet.cli.kernel_commit
     import kernlet.cli.kernel_exec
     import kernlet.cli.kernel_files
     import kernlet.cli.log  # noqa: F401

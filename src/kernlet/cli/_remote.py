@@ -7,7 +7,7 @@ Exit codes (sysexits.h where one fits; see docs/cli.md)::
     0    done (kernel exec: the code's own exit code, 0 or 1 in query mode)
     2    bad command line (click)
     65   the agent refused the request (InvalidRequest, UnknownCommand, KernelAlreadyExists,
-         KernelNotRunning)                                                    EX_DATAERR
+         KernelNotRunning, ImageInUse)                                        EX_DATAERR
     66   no such kernel, image or file (KernelNotFound, ImageNotFound, a local file)
                                                                               EX_NOINPUT
     69   NATS unreachable, or no agent serves that id (AgentUnavailable)      EX_UNAVAILABLE
@@ -43,6 +43,7 @@ from kernlet.errors import (
     AgentUnavailable,
     CreationFailed,
     DriverError,
+    ImageInUse,
     ImageNotFound,
     InsufficientResource,
     InvalidRequest,
@@ -63,7 +64,8 @@ EX_CANTCREAT, EX_IOERR, EX_TEMPFAIL = 73, 74, 75
 RUN_TIMEOUT, INTERRUPTED = 124, 130
 
 _CODES: list[tuple[tuple[type[KernletError], ...], int]] = [
-    ((InvalidRequest, UnknownCommand, KernelAlreadyExists, KernelNotRunning), EX_DATAERR),
+    ((InvalidRequest, UnknownCommand, KernelAlreadyExists, KernelNotRunning, ImageInUse),
+     EX_DATAERR),
     ((KernelNotFound, ImageNotFound), EX_NOINPUT),
     ((AgentUnavailable,), EX_UNAVAILABLE),
     ((CreationFailed, InsufficientResource), EX_CANTCREAT),

@@ -52,7 +52,7 @@ def _say(message: str) -> None:
 
 @main.group()
 def halfstack() -> None:
-    """Docker, NATS (JetStream), etcd and Redis on loopback, installed from Debian packages."""
+    """Docker, NATS (JetStream), etcd, Redis and a registry on loopback, from Debian packages."""
 
 
 @halfstack.command()

@@ -1,11 +1,13 @@
-"""``kernlet image build python`` and ``kernlet image ls``: kernel images, built locally;
-``kernlet image pull``: an agent pulls an image from its registry."""
+"""``kernlet image build python`` and ``kernlet image ls``: kernel images, built and listed
+locally; ``kernlet image pull | push | rm``: an agent pulls an image from its registry, pushes
+one to a registry, removes images no live kernel runs (docs/images.md)."""
 
 from __future__ import annotations
 
 import json
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,15 +24,18 @@ from rich.progress import (
 
 from kernlet import images
 from kernlet.cli import main
-from kernlet.cli._out import console, json_line, table
-from kernlet.cli._remote import Target, connection_options, go
+from kernlet.cli._out import console, emit, json_line, table
+from kernlet.cli._remote import Target, connection_options, exit_code_for, go
+from kernlet.client import KernletClient
+from kernlet.errors import error_from_wire
 
 _console = Console()
 
 
 @main.group()
 def image() -> None:
-    """Kernel images: built here from Debian packages (build, ls), or pulled by an agent."""
+    """Kernel images: built and listed here (build, ls), or pulled, pushed and removed by an
+    agent (pull, push, rm)."""
 
 
 @image.command()
@@ -91,7 +96,9 @@ def build(kind: str, tag: str, rebuild: bool, log_file: Path | None) -> None:
 @image.command("ls")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (one list of objects).")
 def ls(as_json: bool) -> None:
-    """List kernlet's images (those labelled ai.kernlet.kernelspec)."""
+    """List kernlet's images on this machine (those labelled ai.kernlet.kernelspec), with
+    their repo digests (the registry's sha256 once pushed or pulled). An agent's own list is
+    in its heartbeat and the list_images command."""
     try:
         found = images.list_images()
     except images.ImageError as exc:
@@ -107,10 +114,41 @@ def ls(as_json: bool) -> None:
             item["id"].removeprefix("sha256:")[:12],
             item["created"],
             f"{item['size'] / 1e6:.0f} MB",
+            "\n".join(d.rsplit("@", 1)[-1][:19] for d in item.get("digests") or []) or "-",
             labels.get("ai.kernlet.runtime-path", "?"),
-            labels.get("ai.kernlet.features", ""),
+            labels.get("ai.kernlet.committed-from", "") or labels.get("ai.kernlet.features", ""),
         ])
-    table(["tags", "id", "created", "size", "runtime path", "features"], rows)
+    table(["tags", "id", "created", "size", "digests", "runtime path",
+           "committed from / features"], rows)
+
+
+def _with_progress(name: str, target: Target, as_json: bool, verb: str,
+                   call: Callable[[KernletClient, Callable[[dict[str, Any]], None]],
+                                  Awaitable[dict[str, Any]]]) -> dict[str, Any]:
+    """Run a pull or a push, showing its progress events: JSON lines with ``--json``, a
+    progress bar on a terminal, one line per event when piped; its result."""
+    if as_json:
+        def show(p: dict[str, Any]) -> None:
+            json_line({"type": "progress", "data": p})
+
+        res = go(target, lambda c: call(c, show))
+        json_line({"type": "result", "data": res})
+        return res
+    piped = not sys.stdout.isatty()
+    with Progress(TextColumn("[bold]{task.description}"), BarColumn(),
+                  DownloadColumn(), TimeElapsedColumn(), console=console(),
+                  transient=True, disable=piped) as progress:
+        task = progress.add_task(f"{name}: asking {target.agent_id} to {verb}", total=None)
+
+        def bar(p: dict[str, Any]) -> None:
+            total = p.get("total") or None
+            progress.update(task, description=f"{name}: {p.get('status', '')}",
+                            completed=p.get("current") or 0, total=total)
+            if piped:
+                click.echo(f"{name}: {p.get('status', '')} {p.get('current') or 0}/"
+                           f"{p.get('total') or '?'}")
+
+        return go(target, lambda c: call(c, bar))
 
 
 @image.command("pull")
@@ -122,28 +160,50 @@ def ls(as_json: bool) -> None:
               help='JSON lines: {"type": "progress", "data": {status, current, total}} '
               'while pulling, then {"type": "result", "data": {image, status, id}}')
 def pull(name: str, target: Target, pull_timeout: float, as_json: bool) -> None:
-    """Have the agent pull image NAME (unless present), showing its progress."""
+    """Have the agent pull image NAME (unless present), with the credentials its
+    [registries] table has for NAME's registry, showing its progress."""
+    res = _with_progress(name, target, as_json, "pull",
+                         lambda c, show: c.pull(name, pull_timeout, on_progress=show))
+    if not as_json:
+        short = str(res.get("id") or "").removeprefix("sha256:")[:12]
+        click.echo(f"{name} {res['status']} ({short})")
+
+
+@image.command("push")
+@click.argument("name")
+@connection_options
+@click.option("--registry", default="", help="host:port to push to (default: the registry "
+              "NAME names; another one tags NAME as REGISTRY/NAME first)")
+@click.option("--json", "as_json", is_flag=True,
+              help='JSON lines: {"type": "progress", "data": {image, status, current, total}} '
+              'while pushing, then {"type": "result", "data": {image, status, digest}}')
+def push(name: str, target: Target, registry: str, as_json: bool) -> None:
+    """Have the agent push its local image NAME to a registry, with the credentials of its
+    [registries] table for that registry, showing its progress."""
+    res = _with_progress(name, target, as_json, "push",
+                         lambda c, show: c.push(name, registry, on_progress=show))
+    if not as_json:
+        click.echo(f"{res['image']} pushed ({res['digest']})")
+
+
+@image.command("rm")
+@click.argument("names", nargs=-1, required=True)
+@connection_options
+@click.option("--force", is_flag=True, help="also remove an image that stopped containers "
+              "use (never one a live kernel runs)")
+@click.option("--json", "as_json", is_flag=True, help="print {removed, refused} as JSON")
+def rm(names: tuple[str, ...], target: Target, force: bool, as_json: bool) -> None:
+    """Have the agent remove images NAMES that no live kernel runs (purge_images). Exits
+    non-zero when one was refused (65: in use; 66: not found)."""
+    res = go(target, lambda c: c.purge_images(list(names), force))
+    refused: dict[str, dict[str, str]] = res["refused"]
     if as_json:
-        def show(p: dict[str, Any]) -> None:
-            json_line({"type": "progress", "data": p})
-
-        res = go(target, lambda c: c.pull(name, pull_timeout, on_progress=show))
-        json_line({"type": "result", "data": res})
-        return
-    piped = not sys.stdout.isatty()
-    with Progress(TextColumn("[bold]{task.description}"), BarColumn(),
-                  DownloadColumn(), TimeElapsedColumn(), console=console(),
-                  transient=True, disable=piped) as progress:
-        task = progress.add_task(f"{name}: asking {target.agent_id}", total=None)
-
-        def bar(p: dict[str, Any]) -> None:
-            total = p.get("total") or None
-            progress.update(task, description=f"{name}: {p.get('status', '')}",
-                            completed=p.get("current") or 0, total=total)
-            if piped:
-                click.echo(f"{name}: {p.get('status', '')} {p.get('current') or 0}/"
-                           f"{p.get('total') or '?'}")
-
-        res = go(target, lambda c: c.pull(name, pull_timeout, on_progress=bar))
-    short = str(res.get("id") or "").removeprefix("sha256:")[:12]
-    click.echo(f"{name} {res['status']} ({short})")
+        emit(True, res, "")
+    else:
+        for name in res["removed"]:
+            click.echo(f"removed {name}")
+        for name, err in refused.items():
+            click.echo(f"refused {name}: {err['type']}: {err['message']}", err=True)
+    if refused:
+        first = error_from_wire(next(iter(refused.values())))
+        sys.exit(exit_code_for(first))

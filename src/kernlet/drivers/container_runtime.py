@@ -20,6 +20,8 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from kernlet.drivers.image_ops import ImageOps, RegistryAuth
+
 __all__ = [
     "LABEL_AGENT",
     "LABEL_KERNEL",
@@ -114,8 +116,10 @@ class ContainerEvent:
     exit_code: int | None
 
 
-class ContainerRuntime(Protocol):
-    """What kernlet needs from a container engine: images, containers, exec, logs, events."""
+class ContainerRuntime(ImageOps, Protocol):
+    """What kernlet needs from a container engine: images (pull here; commit, push, tag,
+    remove and the inventory in :class:`~kernlet.drivers.image_ops.ImageOps`), containers,
+    exec, logs, events."""
 
     async def close(self) -> None:
         """Release the connection; the runtime may be used again afterwards (it reconnects)."""
@@ -140,11 +144,14 @@ class ContainerRuntime(Protocol):
         ...
 
     async def pull(
-        self, name: str, on_progress: Callable[[PullProgress], None] | None = None
+        self, name: str, on_progress: Callable[[PullProgress], None] | None = None,
+        auth: RegistryAuth | None = None,
     ) -> ImageInfo:
-        """Pull ``name`` from its registry, calling ``on_progress`` as bytes arrive; the image.
+        """Pull ``name`` from its registry (with ``auth``, for this call only), calling
+        ``on_progress`` as bytes arrive; the image.
 
-        Any failure (unknown repository or tag, registry error mid-stream) raises DockerError.
+        Refused credentials raise RegistryAuthFailed; any other failure (unknown repository
+        or tag, registry error mid-stream) DockerError.
         """
         ...
 

@@ -2,8 +2,9 @@
 
 Returns kernlet's own dataclasses (defined in :mod:`kernlet.drivers.container_runtime`, and
 re-exported here), never aiodocker objects. aiodocker errors are translated into kernlet errors
-in one place, :func:`translated`. Only aiodocker's public API is used. All methods run on the
-agent's event loop.
+in one place, :func:`~kernlet.drivers.docker_errors.translated`. Only aiodocker's public API
+is used. All methods run on the agent's event loop. The image operations are in
+:mod:`kernlet.drivers.docker_images`.
 """
 
 from __future__ import annotations
@@ -13,11 +14,10 @@ import contextlib
 import datetime
 import json
 import logging
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import aiodocker
-import aiohttp
 
 from kernlet.drivers.container_runtime import (
     LABEL_AGENT,
@@ -30,7 +30,9 @@ from kernlet.drivers.container_runtime import (
     ImageInfo,
     PullProgress,
 )
-from kernlet.errors import ContainerNotFound, DockerError, ImageNotFound, KernletError
+from kernlet.drivers.docker_errors import translated
+from kernlet.drivers.docker_images import DockerImages
+from kernlet.errors import ContainerNotFound, DockerError, ImageNotFound
 
 __all__ = [
     "LABEL_AGENT",
@@ -46,26 +48,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-
-@contextlib.contextmanager
-def translated(what: str, not_found: type[KernletError] = ContainerNotFound) -> Iterator[None]:
-    """The one place where aiodocker's errors become kernlet's (also used by the stats driver).
-
-    ``what`` says what was asked, for the message. A 404 becomes ``not_found``, the kind of
-    object the caller asked about (ContainerNotFound, or ImageNotFound for an image, or for a
-    create whose image is missing); any other refusal, and an engine that cannot be reached or
-    does not answer in time, DockerError.
-    """
-    try:
-        yield
-    except aiodocker.DockerError as exc:
-        message = f"{what}: {exc.message}"
-        if exc.status == 404:
-            raise not_found(message) from exc
-        raise DockerError(message) from exc
-    except (aiohttp.ClientError, OSError, TimeoutError) as exc:
-        raise DockerError(f"{what}: Docker Engine unreachable: {exc}") from exc
 
 
 def _container_info(raw: dict[str, Any]) -> ContainerInfo:
@@ -94,8 +76,8 @@ def _epoch(iso: str) -> float:
         return 0.0
 
 
-class DockerDriver:
-    """Async Docker client for kernel containers."""
+class DockerDriver(DockerImages):
+    """Async Docker client for kernel containers (its image operations: DockerImages)."""
 
     def __init__(self, url: str = "unix:///var/run/docker.sock") -> None:
         self._url = url
@@ -131,49 +113,6 @@ class DockerDriver:
                 "Name": name, "Driver": "bridge", "Internal": internal,
                 "Labels": {"ai.kernlet.network": "kernels"},
             })
-
-    async def image(self, name: str) -> ImageInfo:
-        with translated(f"inspect image {name}", ImageNotFound):
-            raw = await self._d.images.inspect(name)
-        cfg = raw.get("Config") or {}
-        return ImageInfo(
-            id=raw["Id"],
-            tags=tuple(raw.get("RepoTags") or ()),
-            labels=dict(cfg.get("Labels") or {}),
-        )
-
-    async def pull(
-        self, name: str, on_progress: Callable[[PullProgress], None] | None = None
-    ) -> ImageInfo:
-        """Pull an image (name with tag), reporting progress; the pulled image.
-
-        Progress sums the layers' current/total bytes as Docker reports them. A registry
-        error mid-stream (Docker sends it as a progress item) raises DockerError.
-        """
-        layers: dict[str, tuple[int, int]] = {}
-        with translated(f"pull {name}", DockerError):
-            async for item in self._d.images.pull(name, stream=True, timeout=None):
-                if "error" in item:
-                    raise DockerError(f"pull {name}: {item.get('error')}")
-                detail = item.get("progressDetail") or {}
-                layer = str(item.get("id", ""))
-                if layer and detail.get("total"):
-                    layers[layer] = (int(detail.get("current", 0)), int(detail["total"]))
-                if on_progress is not None:
-                    on_progress(PullProgress(
-                        status=str(item.get("status", "")),
-                        current=sum(c for c, _ in layers.values()),
-                        total=sum(t for _, t in layers.values()),
-                    ))
-        return await self.image(name)
-
-    async def images(self, label: str) -> list[ImageInfo]:
-        with translated("list images"):
-            raws = await self._d.images.list(filters=json.dumps({"label": [label]}))
-        return [
-            ImageInfo(id=r["Id"], tags=tuple(r.get("RepoTags") or ()), labels=r.get("Labels") or {})
-            for r in raws
-        ]
 
     async def create(self, spec: ContainerSpec) -> str:
         host_config: dict[str, Any] = {

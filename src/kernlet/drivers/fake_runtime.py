@@ -32,7 +32,8 @@ from kernlet.drivers.container_runtime import (
     ImageInfo,
     PullProgress,
 )
-from kernlet.errors import ContainerNotFound, DockerError, ImageNotFound
+from kernlet.drivers.image_ops import ImageRecord, RegistryAuth
+from kernlet.errors import ContainerNotFound, DockerError, ImageInUse, ImageNotFound
 
 __all__ = ["FakeContainer", "FakeRuntime", "Gate"]
 
@@ -42,6 +43,7 @@ _T = TypeVar("_T")
 METHODS = frozenset({
     "close", "ping", "runtimes", "ensure_network", "image", "pull", "images", "create",
     "start", "stop", "remove", "inspect", "list", "exec", "logs", "events",
+    "commit", "push", "tag", "remove_image", "inventory",
 })
 
 
@@ -171,7 +173,8 @@ class FakeRuntime:
         return await self._leave(gate, self._images[name])
 
     async def pull(
-        self, name: str, on_progress: Callable[[PullProgress], None] | None = None
+        self, name: str, on_progress: Callable[[PullProgress], None] | None = None,
+        auth: RegistryAuth | None = None,
     ) -> ImageInfo:
         gate = await self._enter("pull", name)
         info = self._registry.get(name) or self._images.get(name)
@@ -188,6 +191,60 @@ class FakeRuntime:
         found = [i for i in self._images.values()
                  if key in i.labels and (not eq or i.labels[key] == value)]
         return await self._leave(gate, found)
+
+    # -- ImageOps (in memory: a commit copies the base image's labels, a push copies the
+    #    image into the fake registry)
+
+    async def commit(
+        self, container_id: str, ref: str, *, base_image: str, labels: dict[str, str],
+        message: str = "",
+    ) -> ImageInfo:
+        gate = await self._enter("commit", container_id, ref)
+        self._get(container_id)
+        base = await self.image(base_image)
+        self._serial += 1
+        info = ImageInfo(id=f"sha256:{hashlib.sha256(f'fake-{self._serial}'.encode()).hexdigest()}",
+                         tags=(ref,), labels={**base.labels, **labels})
+        self._images[ref] = info
+        return await self._leave(gate, info)
+
+    async def push(
+        self, ref: str, on_progress: Callable[[PullProgress], None] | None = None,
+        auth: RegistryAuth | None = None,
+    ) -> str:
+        gate = await self._enter("push", ref)
+        info = await self.image(ref)
+        self._registry[ref] = info
+        if on_progress is not None:
+            on_progress(PullProgress(status="Pushed", current=1, total=1))
+        return await self._leave(gate, info.id)
+
+    async def tag(self, source: str, ref: str) -> None:
+        gate = await self._enter("tag", source, ref)
+        self._images[ref] = await self.image(source)
+        await self._leave(gate, None)
+
+    async def remove_image(self, ref: str, force: bool = False) -> builtins.list[str]:
+        gate = await self._enter("remove_image", ref)
+        info = await self.image(ref)
+        others = [n for n, i in self._images.items() if i.id == info.id and n != ref]
+        users = [c for c in self.containers.values()
+                 if c.spec.image == ref or self._images.get(c.spec.image) == info]
+        if users and not others and not force:
+            raise ImageInUse(f"remove image {ref}: container {users[0].id[:12]} uses it")
+        del self._images[ref]
+        return await self._leave(gate, [ref] if others else [ref, info.id])
+
+    async def inventory(self, label: str) -> builtins.list[ImageRecord]:
+        gate = await self._enter("inventory", label)
+        key, eq, value = label.partition("=")
+        by_id: dict[str, ImageRecord] = {}
+        for name, i in sorted(self._images.items()):
+            if key in i.labels and (not eq or i.labels[key] == value):
+                old = by_id.get(i.id)
+                by_id[i.id] = ImageRecord(i.id, (*(old.tags if old else ()), name), (), 1,
+                                          dict(i.labels))
+        return await self._leave(gate, sorted(by_id.values(), key=lambda r: r.id))
 
     async def create(self, spec: ContainerSpec) -> str:
         gate = await self._enter("create", spec.name)

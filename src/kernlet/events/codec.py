@@ -74,6 +74,12 @@ EVENT_TYPES: dict[str, type[t.EventBody]] = {
         t.SessionFailure,
         t.ImagePullProgress,
         t.ImagePulled,
+        t.ImageCommitStarted,
+        t.ImageCommitFinished,
+        t.ImagePushProgress,
+        t.ImagePushed,
+        t.ImagesPurged,
+        t.ImageInventoryChanged,
     )
 }
 
@@ -84,6 +90,8 @@ UPGRADERS: dict[tuple[str, int], Upgrader] = {
     ("kernel_creating", 1): lambda p: {**p, "devices": {}},
     # v2 of execution_started records the run's time limit and whether it is a batch job
     ("execution_started", 1): lambda p: {**p, "timeout": None, "session": False},
+    # v2 of image_pulled names the error's type (a v1 failure was a Docker error)
+    ("image_pulled", 1): lambda p: {**p, "error_type": "" if p.get("ok") else "DockerError"},
 }
 
 

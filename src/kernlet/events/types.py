@@ -24,8 +24,14 @@ __all__ = [
     "ExecutionFinished",
     "ExecutionStarted",
     "ExecutionTimeout",
+    "ImageCommitFinished",
+    "ImageCommitStarted",
+    "ImageInventoryChanged",
     "ImagePullProgress",
     "ImagePulled",
+    "ImagePushProgress",
+    "ImagePushed",
+    "ImagesPurged",
     "KernelActorRestarted",
     "KernelCreating",
     "KernelPreparing",
@@ -240,10 +246,84 @@ class ImagePulled(EventBody):
     """check_and_pull ended (agent stream): ok with the image id, or the error."""
 
     TYPE: ClassVar[str] = "image_pulled"
+    #: v2 added ``error_type`` (the kernlet error's class name, e.g. RegistryAuthFailed)
+    VERSION: ClassVar[int] = 2
     image: str
     ok: bool
     image_id: str = ""
     error: str = ""
+    error_type: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ImageCommitStarted(EventBody):
+    """commit_kernel began (agent stream): the kernel's container becomes image ``image``."""
+
+    TYPE: ClassVar[str] = "image_commit_started"
+    commit_id: str
+    kernel_id: str
+    #: the new image's name, ``repo:tag``
+    image: str
+    container_id: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ImageCommitFinished(EventBody):
+    """commit_kernel ended (agent stream): ok with the new image's id, or the error (also
+    recorded, failed, for a commit an agent restart cut short)."""
+
+    TYPE: ClassVar[str] = "image_commit_finished"
+    commit_id: str
+    kernel_id: str
+    image: str
+    ok: bool
+    image_id: str = ""
+    error: str = ""
+    error_type: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ImagePushProgress(EventBody):
+    """Progress of push_image (agent stream): status "started" first, then at most one a
+    second (bytes over all layers)."""
+
+    TYPE: ClassVar[str] = "image_push_progress"
+    image: str
+    status: str
+    current: int = 0
+    total: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class ImagePushed(EventBody):
+    """push_image ended (agent stream): ok with the registry's digest, or the error."""
+
+    TYPE: ClassVar[str] = "image_pushed"
+    image: str
+    ok: bool
+    digest: str = ""
+    error: str = ""
+    error_type: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ImagesPurged(EventBody):
+    """purge_images ended (agent stream): the names removed and those refused, with why."""
+
+    TYPE: ClassVar[str] = "images_purged"
+    removed: tuple[str, ...] = ()
+    #: name -> reason (in use by a live kernel, in use by a container, not found...)
+    refused: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class ImageInventoryChanged(EventBody):
+    """The periodic image rescan found kernel images added or removed (agent stream):
+    names ``repo:tag`` (or the id of an untagged image)."""
+
+    TYPE: ClassVar[str] = "image_inventory_changed"
+    added: tuple[str, ...] = ()
+    removed: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,8 +8,9 @@ the recorded pid still runs the same program. ``status`` probes each service.
 The probes use the standard library only, so that they work before any service exists.
 
 Modules, each one concern: ``_probes`` (does a service answer), ``_services`` (the table of
-services and tools, the state directory), ``_install`` (apt-get), ``_processes`` (pid files,
-start, wait until answering, stop), ``_stack`` (``up``, ``down``, ``status`` over them all).
+services and tools, the state directory), ``_registry`` (the local registry's config and
+probe), ``_install`` (apt-get), ``_processes`` (pid files, start, wait until answering, stop),
+``_stack`` (``up``, ``down``, ``status`` over them all).
 """
 
 from kernlet.halfstack._install import ensure_installed
@@ -22,6 +23,8 @@ from kernlet.halfstack._probes import NATS_PORT as NATS_PORT
 from kernlet.halfstack._probes import REDIS_PORT as REDIS_PORT
 from kernlet.halfstack._probes import Probe, probe_docker, probe_etcd, probe_nats, probe_redis
 from kernlet.halfstack._processes import read_pid_file, stop_recorded
+from kernlet.halfstack._registry import REGISTRY_PORT as REGISTRY_PORT
+from kernlet.halfstack._registry import probe_registry, registry_config
 from kernlet.halfstack._services import (
     DEFAULT_STATE_DIR,
     SERVICES,
@@ -35,6 +38,7 @@ from kernlet.halfstack._stack import down, status, up
 
 __all__ = [
     "DEFAULT_STATE_DIR",
+    "REGISTRY_PORT",
     "SERVICES",
     "TOOLS",
     "HalfstackError",
@@ -47,7 +51,9 @@ __all__ = [
     "probe_etcd",
     "probe_nats",
     "probe_redis",
+    "probe_registry",
     "read_pid_file",
+    "registry_config",
     "resolve_state_dir",
     "status",
     "stop_recorded",

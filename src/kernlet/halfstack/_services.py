@@ -22,6 +22,7 @@ from kernlet.halfstack._probes import (
     probe_nats,
     probe_redis,
 )
+from kernlet.halfstack._registry import REGISTRY_PORT, probe_registry, write_registry_config
 
 DEFAULT_STATE_DIR = Path("/var/lib/kernlet/halfstack")
 _SBIN_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -50,6 +51,8 @@ class Service:
     start_timeout: float = 30.0
 
     def argv(self, state_dir: Path) -> list[str]:
+        """The command line; ``command`` may write files into the data directory (the
+        registry's config), so this is called only to start the service."""
         return [which(self.binary) or self.binary, *self.command(state_dir / self.name)]
 
     def pid_file(self, state_dir: Path) -> Path:
@@ -130,6 +133,14 @@ SERVICES: tuple[Service, ...] = (
         ],
         probe=probe_redis,
     ),
+    Service(
+        name="registry",
+        endpoint=f"http://{LOOPBACK}:{REGISTRY_PORT}",
+        binary="docker-registry",
+        package="docker-registry",
+        command=write_registry_config,
+        probe=probe_registry,
+    ),
 )
 
 # Programs that are not services but that kernlet needs: the docker CLI, docker's init (for
@@ -138,8 +149,6 @@ TOOLS: dict[str, str] = {
     "docker": "docker.io",
     "tini": "tini",
     "mmdebstrap": "mmdebstrap",
-    # a local registry on loopback stands in for pulls (check_and_pull and its tests)
-    "docker-registry": "docker-registry",
 }
 
 

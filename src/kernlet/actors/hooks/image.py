@@ -52,7 +52,8 @@ class PullHook(BaseHook):
         if info is None:
             cfg = env.ctx.cfg.container
             info = await steps.pull_image(env.ctx.docker, env.state.image, cfg.pull_timeout,
-                                          key="container.pull-timeout")
+                                          key="container.pull-timeout",
+                                          registries=env.ctx.cfg.registries)
         return check_image(env.state.image, info)
 
 
