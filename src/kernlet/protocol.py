@@ -40,6 +40,7 @@ __all__ = [
     "KernelConfig",
     "ListFiles",
     "ListKernels",
+    "Mount",
     "Ping",
     "ResetAgent",
     "RestartKernel",
@@ -75,6 +76,17 @@ class _Request(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
 
+class Mount(_Request):
+    """One storage mount: a directory under a storage root (``[storage] roots``), bound into
+    the kernel. Checked against the roots by :mod:`kernlet.drivers.storage`."""
+
+    #: ``"root:relative/path"`` (``"root:"`` or ``"root:."`` is the root itself)
+    source: Annotated[str, StringConstraints(min_length=2, max_length=4096)]
+    #: where it appears: a path under /home/work (not /home/work itself)
+    target: Annotated[str, StringConstraints(min_length=1, max_length=4096)]
+    mode: Literal["ro", "rw"] = "rw"
+
+
 class KernelConfig(_Request):
     """How to create one kernel."""
 
@@ -86,6 +98,8 @@ class KernelConfig(_Request):
     environ: dict[str, str] = Field(default_factory=dict)
     #: shell script run once in /home/work before the runtime starts
     bootstrap: Annotated[str, StringConstraints(max_length=64 * 1024)] = ""
+    #: storage mounts (see :class:`Mount`)
+    mounts: Annotated[list[Mount], Field(max_length=64)] = Field(default_factory=list)
 
 
 class Ping(_Request):

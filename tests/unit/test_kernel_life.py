@@ -57,8 +57,8 @@ def assert_nothing_held(rig: Rig, kernel_id: str) -> None:
 
 
 def test_the_hook_list_is_the_documented_order() -> None:
-    assert [h.name for h in CREATE] == ["image", "pull", "allocate", "dirs", "container",
-                                        "runtime"]
+    assert [h.name for h in CREATE] == ["image", "pull", "allocate", "dirs", "mounts", "facts",
+                                        "container", "runtime"]
     assert [h.name for h in hooks_from(RESTART_FROM)] == ["container", "runtime"]
     assert [h.name for h in CREATE if not h.cancellable] == ["container"]
 

@@ -29,6 +29,7 @@ from kernlet.actors.pulls import start_pull
 from kernlet.actors.reply import Gather, Reply
 from kernlet.actors.services import shutdown_service, start_service
 from kernlet.actors.steps import kernel_dirs
+from kernlet.drivers import storage
 from kernlet.drivers.files import WorkDir
 from kernlet.errors import ImageNotFound, InvalidRequest, KernelAlreadyExists, KernelNotFound
 from kernlet.events import (
@@ -103,6 +104,11 @@ def _create_kernels(agent: AgentActor, req: CreateKernels, cmd: Command) -> None
             f"kernel(s) {small}: mem below the smallest a kernel can be given "
             f"({c.min_mem // 1024**2} MiB, container.min-mem: the runtime and an idle "
             "ipykernel take about 76 MiB)")
+    roots = agent.ctx.cfg.storage.roots
+    for i, kc in enumerate(req.configs):  # refused before anything is created or recorded
+        where = f"configs[{i}].mounts"
+        plans = storage.plan_mounts(roots, [m.model_dump() for m in kc.mounts], where)
+        storage.check_sources(roots, plans, where)
     gather = Gather(len(req.kernel_ids), lambda results: cmd.reply.ok({"kernels": results}))
     for i, (kernel_id, kconfig) in enumerate(zip(req.kernel_ids, req.configs, strict=True)):
         ref = agent.start_kernel(kernel_id, None)

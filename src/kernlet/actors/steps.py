@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ from pathlib import Path
 
 import kernlet
 from kernlet.config import AgentConfig
+from kernlet.drivers import storage
 from kernlet.drivers.container_runtime import (
     LABEL_AGENT,
     LABEL_KERNEL,
@@ -30,6 +32,7 @@ from kernlet.errors import DockerError
 from kernlet.events import KernelState
 from kernlet.layout import (
     BOOTSTRAP_NAME,
+    CONFIG_IN_CONTAINER,
     IPC_IN_CONTAINER,
     LIB_IN_CONTAINER,
     SOCKET_NAME,
@@ -39,6 +42,7 @@ from kernlet.layout import (
 
 __all__ = [
     "KernelDirs",
+    "config_dir",
     "container_spec",
     "create_container",
     "kernel_dirs",
@@ -61,6 +65,11 @@ class KernelDirs:
 def kernel_dirs(cfg: AgentConfig, kernel_id: str) -> KernelDirs:
     scratch = cfg.scratch_root / kernel_id
     return KernelDirs(scratch=scratch, work=scratch / "work", ipc=cfg.ipc_root / kernel_id)
+
+
+def config_dir(var_dir: Path, kernel_id: str) -> Path:
+    """The kernel's config dir on the host (``/home/config``, read-only, in the container)."""
+    return var_dir / "config" / kernel_id
 
 
 def _prepare(cfg: AgentConfig, dirs: KernelDirs, bootstrap: str) -> None:
@@ -121,6 +130,7 @@ def container_spec(
     mem = int(state.slots.get("mem") or cfg.container.default_mem)
     lib = Path(kernlet.__file__).resolve().parent
     env = {
+        **thread_hints(cpu),  # the user's environ may set them otherwise
         **{str(k): str(v) for k, v in (kconfig.get("environ") or {}).items()},
         "HOME": WORK_IN_CONTAINER,
         "PYTHONPATH": LIB_IN_CONTAINER,
@@ -144,6 +154,8 @@ def container_spec(
             (str(dirs.work), WORK_IN_CONTAINER, False),
             (str(dirs.ipc), IPC_IN_CONTAINER, False),
             (str(lib), f"{LIB_IN_CONTAINER}/kernlet", True),
+            (str(config_dir(cfg.agent.var_dir, kernel_id)), CONFIG_IN_CONTAINER, True),
+            *storage.binds(cfg.agent.var_dir, kernel_id, kconfig.get("mounts") or []),
         ),
         user=f"{cfg.container.kernel_uid}:{cfg.container.kernel_gid}",
         workdir=WORK_IN_CONTAINER,
@@ -159,6 +171,13 @@ def container_spec(
         tmpfs=({"/tmp": f"rw,nosuid,nodev,size={cfg.container.tmp_size}"}
                if cfg.container.read_only_root else {}),
     )
+
+
+def thread_hints(cpu: float) -> dict[str, str]:
+    """OMP_NUM_THREADS, MKL_NUM_THREADS and NPROC: the cores the kernel's cpu request
+    spans (its cpuset has that many), at least 1."""
+    n = str(max(1, math.ceil(cpu)))
+    return {"OMP_NUM_THREADS": n, "MKL_NUM_THREADS": n, "NPROC": n}
 
 
 #: the Docker network of ``container.network = "internal"`` (made by the agent at start)

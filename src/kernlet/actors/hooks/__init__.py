@@ -13,6 +13,9 @@ pull       pull if missing,      kernel_pulling (before, if it     -
            check its labels      pulls)
 allocate   slots, cores, ports   - (carried by kernel_creating)    release them
 dirs       scratch + ipc dirs    kernel_creating                   remove both dirs
+mounts     pin storage mounts    - (config of kernel_preparing)    detach, rmdir the points
+facts      config dir with       - (written from the log's state)  remove the config dir
+           kernel.json
 container  docker create         container_created                 stop, remove all its
                                                                    containers (exit code)
 runtime    docker start, wait    kernel_started                    close the runtime channel
@@ -26,7 +29,9 @@ from kernlet.actors.hooks.allocate import AllocateHook
 from kernlet.actors.hooks.base import Hook, HookEnv
 from kernlet.actors.hooks.container import ContainerHook
 from kernlet.actors.hooks.dirs import DirsHook, creating_from_state
+from kernlet.actors.hooks.facts import FactsHook
 from kernlet.actors.hooks.image import ImageHook, PullHook
+from kernlet.actors.hooks.mounts import MountsHook
 from kernlet.actors.hooks.runtime import RuntimeHook
 
 __all__ = ["CREATE", "RESTART_FROM", "Hook", "HookEnv", "creating_from_state", "hooks_from"]
@@ -37,6 +42,8 @@ CREATE: tuple[Hook, ...] = (
     PullHook(),
     AllocateHook(),
     DirsHook(),
+    MountsHook(),
+    FactsHook(),
     ContainerHook(),
     RuntimeHook(),
 )
