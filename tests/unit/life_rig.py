@@ -202,7 +202,9 @@ class Rig:
                 if c.spec.labels.get(LABEL_KERNEL) == kernel_id]
 
     def dirs(self, kernel_id: str) -> list[Path]:
-        return [p for p in (self.cfg.scratch_root / kernel_id, self.cfg.ipc_root / kernel_id)
+        var = self.cfg.agent.var_dir
+        return [p for p in (self.cfg.scratch_root / kernel_id, self.cfg.ipc_root / kernel_id,
+                            var / "config" / kernel_id, var / "mounts" / kernel_id)
                 if p.exists()]
 
     def slots_used(self) -> dict[str, str]:

@@ -184,10 +184,11 @@ def pin(var_dir: Path, kernel_id: str, roots: Mapping[str, Path],
     base.parent.chmod(0o700)
     base.mkdir(mode=0o700, exist_ok=True)
     libc = _libc()
+    mounted = set(_mounts_under(base))
     for plan in plans:
         point = base / str(plan.index)
         point.mkdir(mode=0o700, exist_ok=True)
-        if os.path.ismount(point):
+        if os.path.realpath(point) in mounted:
             continue
         fd = _open(roots, plan, where)
         try:
@@ -202,8 +203,10 @@ def pin(var_dir: Path, kernel_id: str, roots: Mapping[str, Path],
 
 
 def _mounts_under(base: Path) -> list[str]:
-    """Mount points at or under ``base`` (from /proc/self/mountinfo), deepest first."""
-    prefix = str(base)
+    """Mount points at or under ``base`` (from /proc/self/mountinfo, which names them by
+    their real paths), deepest first. A bind from the same filesystem keeps its st_dev, so
+    os.path.ismount cannot tell."""
+    prefix = os.path.realpath(base)
     found = []
     with Path("/proc/self/mountinfo").open(encoding="utf-8", errors="surrogateescape") as f:
         for line in f:
