@@ -109,7 +109,7 @@ class CrashingLog(MemoryEventLog):
 
 
 class Rig:
-    def __init__(self, tmp: Path) -> None:
+    def __init__(self, tmp: Path, roots: dict[str, str] | None = None) -> None:
         self.tmp = tmp
         self.loop = LoopThread().start()
         self.docker = RigRuntime()
@@ -117,6 +117,7 @@ class Rig:
         self.cfg = AgentConfig.model_validate({
             "agent": {"id": "rig", "var-dir": str(tmp / "var")},
             "container": {"stop-grace": 0.1, "default-cpu": 0.5},
+            "storage": {"roots": roots or {}},
         })
         for d in (self.cfg.scratch_root, self.cfg.ipc_root):
             d.mkdir(parents=True, exist_ok=True)

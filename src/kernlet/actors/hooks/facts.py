@@ -49,6 +49,8 @@ def _write(path: Path, data: dict[str, Any]) -> None:
 
 class FactsHook(BaseHook):
     name = "facts"
+    #: its work runs in a thread, which a cancel would not stop: the undo could run first
+    cancellable = False
 
     async def up(self, env: HookEnv) -> Path:
         path = config_dir(env.ctx.cfg.agent.var_dir, env.kernel_id)

@@ -19,6 +19,8 @@ __all__ = ["MountsHook"]
 
 class MountsHook(BaseHook):
     name = "mounts"
+    #: its work runs in a thread, which a cancel would not stop: the undo could run first
+    cancellable = False
 
     async def up(self, env: HookEnv) -> list[storage.MountPlan]:
         cfg = env.ctx.cfg
