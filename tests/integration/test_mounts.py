@@ -5,6 +5,7 @@ restart; the thread hints, ids, facts file and kernlet.helpers inside a kernel."
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -256,3 +257,23 @@ async def test_a_mount_survives_an_agent_restart_and_a_kernel_restart(
         assert pinned(ragent, kid) == []
         assert (ragent.root / "vf" / "alice" / "data" / "b").read_text() == "2"
         assert docker("ps", "-aq", "--filter", f"label=ai.kernlet.kernel-id={kid}") == ""
+
+
+async def test_cli_create_with_mount(mclient: KernletClient, magent: AgentProcess) -> None:
+    from integration.test_cli import cli
+
+    res = cli(magent, "kernel", "create", "--image", IMAGE, "--json",
+              "--mount", "vf:alice/data:/home/work/d:ro", "--mount", "vf::/home/work/all")
+    assert res.returncode == 0, res.stderr
+    kid = json.loads(res.stdout)["id"]
+    try:
+        events = await mclient.events(kid)
+        assert events[0]["payload"]["config"]["mounts"] == [
+            mount("vf:alice/data", "/home/work/d", "ro"), mount("vf:", "/home/work/all")]
+        assert await out(mclient, kid, "import os; print(os.path.isdir('/home/work/all/alice'))"
+                         ) == "True\n"
+    finally:
+        await mclient.destroy_kernel(kid)
+    bad = cli(magent, "kernel", "create", "--image", IMAGE, "--mount", "nope:x:/home/work/d")
+    assert bad.returncode != 0
+    assert "InvalidMount" in bad.stderr and "configs[0].mounts[0].source" in bad.stderr
