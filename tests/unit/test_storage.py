@@ -202,3 +202,22 @@ def test_storage_roots_must_be_absolute_and_named_plainly() -> None:
         AgentConfig.model_validate({"storage": {"roots": {"vf": "rel/path"}}})
     with pytest.raises(ValidationError, match="root name"):
         AgentConfig.model_validate({"storage": {"roots": {"a:b": "/x"}}})
+
+
+def test_a_bind_the_kernel_refuses_fails_the_create_and_says_why(
+        roots: dict[str, Path], var: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import ctypes
+    import errno
+
+    from kernlet.errors import DriverError
+
+    class NoMount:
+        def mount(self, *args: Any) -> int:
+            ctypes.set_errno(errno.EPERM)
+            return -1
+
+    monkeypatch.setattr(storage, "_libc", NoMount)
+    plans = storage.plan_mounts(roots, [m("vf:alice/data")])
+    with pytest.raises(DriverError, match=r"mounts\[0\]\.source: cannot bind vf:alice/data: "
+                                          r"Operation not permitted \(the agent needs root"):
+        storage.pin(var, "k1", roots, plans)

@@ -42,7 +42,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from kernlet.errors import InvalidMount
+from kernlet.errors import DriverError, InvalidMount
 from kernlet.layout import WORK_IN_CONTAINER
 
 __all__ = [
@@ -195,9 +195,9 @@ def pin(var_dir: Path, kernel_id: str, roots: Mapping[str, Path],
             if libc.mount(f"/proc/self/fd/{fd}".encode(), str(point).encode(), None,
                           _MS_BIND, None) != 0:
                 err = ctypes.get_errno()
-                raise _refuse(where, plan.index, "source", f"cannot bind {plan.source}: "
-                              f"{os.strerror(err)} (the agent needs root in dockerd's "
-                              "mount namespace)")
+                raise DriverError(f"{where}[{plan.index}].source: cannot bind {plan.source}: "
+                                  f"{os.strerror(err)} (the agent needs root in dockerd's "
+                                  "mount namespace)")
         finally:
             os.close(fd)
 
