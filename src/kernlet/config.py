@@ -7,6 +7,7 @@ and every error names the key (``container.kernel-uid: Input should be a valid i
 
 from __future__ import annotations
 
+import re
 import socket
 import tomllib
 from pathlib import Path
@@ -244,6 +245,23 @@ class DebugSection(Section):
     crash_after: str | None = None
 
 
+class StorageSection(Section):
+    """Where kernels' mounts may come from: named roots (``roots = {vfroot = "/srv/vf"}``);
+    a mount names a root and a path under it (see kernlet.drivers.storage)."""
+
+    roots: dict[str, Path] = Field(default_factory=dict)
+
+    @field_validator("roots")
+    @classmethod
+    def _roots(cls, v: dict[str, Path]) -> dict[str, Path]:
+        for name, path in v.items():
+            if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}", name):
+                raise ValueError(f"root name {name!r}: letters, digits, _ . - (64 at most)")
+            if not path.is_absolute():
+                raise ValueError(f"root {name!r}: {str(path)!r} is not an absolute path")
+        return v
+
+
 class AgentConfig(Section):
     """The whole agent configuration."""
 
@@ -259,6 +277,7 @@ class AgentConfig(Section):
     limits: LimitsSection = LimitsSection()
     watcher: WatcherSection = WatcherSection()
     debug: DebugSection = DebugSection()
+    storage: StorageSection = StorageSection()
     #: ``[registries."host:port"]``: credentials per registry (kernlet.config_registries)
     registries: dict[str, RegistrySection] = Field(default_factory=dict)
 
@@ -290,9 +309,10 @@ class AgentConfig(Section):
         return self.agent.var_dir / "ipc"
 
 
-#: settings that only the local file may set (identity, and how to reach etcd itself)
+#: settings that only the local file may set (identity, how to reach etcd itself, and the
+#: host paths kernels may mount)
 LOCAL_ONLY = {"agent/id", "agent/var-dir", "agent/log-dir", "etcd", "nats", "docker/url",
-              "debug", "registries"}
+              "debug", "registries", "storage"}
 
 
 def apply_cluster(cfg: AgentConfig, cluster: dict[str, str]) -> tuple[AgentConfig, list[str]]:

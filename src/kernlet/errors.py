@@ -5,6 +5,7 @@ library turns it back into the same class. Hierarchy::
 
     KernletError                 base of every kernlet error
     ├── InvalidRequest           malformed, wrong types, oversized or unknown-field request
+    │   └── InvalidMount         a kernel's storage mount is refused (names the mount)
     ├── UnknownCommand           no such command on the agent
     ├── KernelNotFound           no live kernel with that id on this agent
     ├── KernelAlreadyExists      a create for a kernel id this agent already has
@@ -43,6 +44,7 @@ __all__ = [
     "ImageNotFound",
     "InsufficientResource",
     "InternalError",
+    "InvalidMount",
     "InvalidRequest",
     "KernelAlreadyExists",
     "KernelNotFound",
@@ -73,6 +75,11 @@ class KernletError(Exception):
 
 class InvalidRequest(KernletError):
     """The request is malformed, has wrong types, unknown fields or is too large."""
+
+
+class InvalidMount(InvalidRequest):
+    """A storage mount is refused (unknown root, outside it, missing, bad target): the
+    message names the mount (``configs[0].mounts[1].source``)."""
 
 
 class UnknownCommand(KernletError):

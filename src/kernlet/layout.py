@@ -9,8 +9,10 @@ from __future__ import annotations
 
 __all__ = [
     "BOOTSTRAP_NAME",
+    "CONFIG_IN_CONTAINER",
     "CREATE_TIMEOUT_KEY",
     "DEFAULT_START_TIMEOUT",
+    "FACTS_NAME",
     "IPC_IN_CONTAINER",
     "LIB_IN_CONTAINER",
     "SOCKET_NAME",
@@ -24,6 +26,10 @@ WORK_IN_CONTAINER = "/home/work"
 IPC_IN_CONTAINER = "/opt/kernlet/ipc"
 #: Where the agent's own ``kernlet`` package is mounted read-only (``PYTHONPATH``).
 LIB_IN_CONTAINER = "/opt/kernlet/lib"
+#: The kernel's config dir (the host's ``<var>/config/<kid>``, read-only): agent-written facts.
+CONFIG_IN_CONTAINER = "/home/config"
+#: The kernel's facts (ids, slots, cores, devices, mounts) as JSON, in its config dir.
+FACTS_NAME = "kernel.json"
 #: The runtime's unix socket, in the runtime dir.
 SOCKET_NAME = "runtime.sock"
 #: A kernel's bootstrap script, in its work dir.

@@ -52,6 +52,7 @@ __all__ = [
     "ListFiles",
     "ListImages",
     "ListKernels",
+    "Mount",
     "Ping",
     "PurgeImages",
     "PushImage",
@@ -93,6 +94,17 @@ SlotName = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_-]*(\.[a-z0-
                                             max_length=64)]
 
 
+class Mount(_Request):
+    """One storage mount: a directory under a storage root (``[storage] roots``), bound into
+    the kernel. Checked against the roots by :mod:`kernlet.drivers.storage`."""
+
+    #: ``"root:relative/path"`` (``"root:"`` or ``"root:."`` is the root itself)
+    source: Annotated[str, StringConstraints(min_length=2, max_length=4096)]
+    #: where it appears: a path under /home/work (not /home/work itself)
+    target: Annotated[str, StringConstraints(min_length=1, max_length=4096)]
+    mode: Literal["ro", "rw"] = "rw"
+
+
 class KernelConfig(_Request):
     """How to create one kernel."""
 
@@ -111,6 +123,8 @@ class KernelConfig(_Request):
     environ: dict[str, str] = Field(default_factory=dict)
     #: shell script run once in /home/work before the runtime starts
     bootstrap: Annotated[str, StringConstraints(max_length=64 * 1024)] = ""
+    #: storage mounts (see :class:`Mount`)
+    mounts: Annotated[list[Mount], Field(max_length=64)] = Field(default_factory=list)
 
     @field_validator("slots")
     @classmethod

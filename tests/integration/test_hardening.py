@@ -68,7 +68,8 @@ print(sorted(m for m in mounts if m.startswith(('/home', '/opt', '/var'))))
     caps, sockets, mounts = (await stdout(client, k["id"], probe)).splitlines()
     assert caps == "0000000000000000 0000000000000000 1 2"  # no caps, no-new-privs, filter
     assert sockets == "False False False False"
-    assert mounts == "['/home/work', '/opt/kernlet/ipc', '/opt/kernlet/lib/kernlet']"
+    assert mounts == ("['/home/config', '/home/work', '/opt/kernlet/ipc', "
+                      "'/opt/kernlet/lib/kernlet']")  # /home/config: read-only facts
     host = json.loads(docker("inspect", "--format", "{{json .HostConfig}}", cid))
     assert host["CapDrop"] == ["ALL"] and not host["CapAdd"] and not host["Privileged"]
     assert host["SecurityOpt"] == ["no-new-privileges"] and host["PidsLimit"] > 0

@@ -111,10 +111,10 @@ class CrashingLog(MemoryEventLog):
 
 class Rig:
     """``extra_pools`` (e.g. a cuda.device pool) join the 2 cores and 4 GiB; ``cuda`` is the
-    node's GPU access (``AgentContext.cuda``)."""
+    node's GPU access (``AgentContext.cuda``); ``roots`` the storage roots."""
 
     def __init__(self, tmp: Path, extra_pools: Sequence[SlotPool] = (),
-                 cuda: CudaAccess | None = None) -> None:
+                 cuda: CudaAccess | None = None, roots: dict[str, str] | None = None) -> None:
         self.tmp = tmp
         self.extra_pools = tuple(extra_pools)
         self.cuda = cuda
@@ -124,6 +124,7 @@ class Rig:
         self.cfg = AgentConfig.model_validate({
             "agent": {"id": "rig", "var-dir": str(tmp / "var")},
             "container": {"stop-grace": 0.1, "default-cpu": 0.5},
+            "storage": {"roots": roots or {}},
         })
         for d in (self.cfg.scratch_root, self.cfg.ipc_root):
             d.mkdir(parents=True, exist_ok=True)
@@ -211,7 +212,9 @@ class Rig:
                 if c.spec.labels.get(LABEL_KERNEL) == kernel_id]
 
     def dirs(self, kernel_id: str) -> list[Path]:
-        return [p for p in (self.cfg.scratch_root / kernel_id, self.cfg.ipc_root / kernel_id)
+        var = self.cfg.agent.var_dir
+        return [p for p in (self.cfg.scratch_root / kernel_id, self.cfg.ipc_root / kernel_id,
+                            var / "config" / kernel_id, var / "mounts" / kernel_id)
                 if p.exists()]
 
     def slots_used(self) -> dict[str, str]:

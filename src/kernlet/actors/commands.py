@@ -33,7 +33,7 @@ from kernlet.actors.pulls import start_pull
 from kernlet.actors.reply import Gather, Reply
 from kernlet.actors.services import shutdown_service, start_service
 from kernlet.actors.steps import kernel_dirs
-from kernlet.drivers import scratch
+from kernlet.drivers import scratch, storage
 from kernlet.drivers.files import WorkDir
 from kernlet.errors import (
     ImageNotFound,
@@ -115,6 +115,11 @@ def _create_kernels(agent: AgentActor, req: CreateKernels, cmd: Command) -> None
             f"kernel(s) {small}: mem below the smallest a kernel can be given "
             f"({c.min_mem // 1024**2} MiB, container.min-mem: the runtime and an idle "
             "ipykernel take about 76 MiB)")
+    roots = agent.ctx.cfg.storage.roots
+    for i, kc in enumerate(req.configs):  # refused before anything is created or recorded
+        where = f"configs[{i}].mounts"
+        plans = storage.plan_mounts(roots, [m.model_dump() for m in kc.mounts], where)
+        storage.check_sources(roots, plans, where)
     over = [k for k, kc in zip(req.kernel_ids, req.configs, strict=True)
             if (kc.shm_size or c.shm_size) > (kc.mem or c.default_mem)]
     if over:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import os
 import resource
 from collections.abc import Callable
@@ -20,7 +21,7 @@ from pathlib import Path
 import kernlet
 from kernlet.config import AgentConfig
 from kernlet.config_registries import RegistrySection, registry_auth
-from kernlet.drivers import scratch
+from kernlet.drivers import scratch, storage
 from kernlet.drivers.container_runtime import (
     LABEL_AGENT,
     LABEL_KERNEL,
@@ -36,6 +37,7 @@ from kernlet.errors import DockerError, RegistryAuthFailed
 from kernlet.events import KernelState
 from kernlet.layout import (
     BOOTSTRAP_NAME,
+    CONFIG_IN_CONTAINER,
     IPC_IN_CONTAINER,
     LIB_IN_CONTAINER,
     SOCKET_NAME,
@@ -45,6 +47,7 @@ from kernlet.layout import (
 
 __all__ = [
     "KernelDirs",
+    "config_dir",
     "container_spec",
     "create_container",
     "kernel_dirs",
@@ -68,6 +71,11 @@ class KernelDirs:
 def kernel_dirs(cfg: AgentConfig, kernel_id: str) -> KernelDirs:
     scratch = cfg.scratch_root / kernel_id
     return KernelDirs(scratch=scratch, work=scratch / "work", ipc=cfg.ipc_root / kernel_id)
+
+
+def config_dir(var_dir: Path, kernel_id: str) -> Path:
+    """The kernel's config dir on the host (``/home/config``, read-only, in the container)."""
+    return var_dir / "config" / kernel_id
 
 
 def _prepare(cfg: AgentConfig, dirs: KernelDirs, bootstrap: str) -> None:
@@ -151,6 +159,7 @@ def container_spec(
     environ = {str(k): str(v) for k, v in (kconfig.get("environ") or {}).items()}
     gpu = cuda_parts(cuda, cuda_device_ids(state.devices), environ)
     env = {
+        **thread_hints(cpu),  # the user's environ may set them otherwise
         **environ,
         **gpu.env,
         "HOME": WORK_IN_CONTAINER,
@@ -176,6 +185,8 @@ def container_spec(
             (str(dirs.ipc), IPC_IN_CONTAINER, False),
             (str(lib), f"{LIB_IN_CONTAINER}/kernlet", True),
             *gpu.mounts,
+            (str(config_dir(cfg.agent.var_dir, kernel_id)), CONFIG_IN_CONTAINER, True),
+            *storage.binds(cfg.agent.var_dir, kernel_id, kconfig.get("mounts") or []),
         ),
         user=f"{cfg.container.kernel_uid}:{cfg.container.kernel_gid}",
         workdir=WORK_IN_CONTAINER,
@@ -215,6 +226,13 @@ def ulimits(cfg: AgentConfig) -> tuple[dict[str, int], list[str]]:
             want = hard
         out[name] = want
     return out, notes
+
+
+def thread_hints(cpu: float) -> dict[str, str]:
+    """OMP_NUM_THREADS, MKL_NUM_THREADS and NPROC: the cores the kernel's cpu request
+    spans (its cpuset has that many), at least 1."""
+    n = str(max(1, math.ceil(cpu)))
+    return {"OMP_NUM_THREADS": n, "MKL_NUM_THREADS": n, "NPROC": n}
 
 
 #: the Docker network of ``container.network = "internal"`` (made by the agent at start)

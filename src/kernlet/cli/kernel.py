@@ -39,11 +39,14 @@ def kernel(ctx: click.Context, target: Target) -> None:
 @click.option("--slot", "slots", multiple=True, metavar="NAME=AMOUNT",
               help="another resource slot, e.g. cuda.device=1; repeatable")
 @click.option("--env", "environ", multiple=True, help="KEY=VALUE, repeatable")
+@click.option("--mount", "mounts", multiple=True, metavar="ROOT:PATH:TARGET[:ro|:rw]",
+              help="a storage mount, e.g. vfroot:alice/data:/home/work/data:ro (repeatable)")
 @click.option("--id", "kernel_id", default=None, help="kernel id (default: random)")
 @click.option("--json", "as_json", is_flag=True, help="print the whole result as JSON")
 @click.pass_context
 def create(ctx: click.Context, image: str, cpu: float | None, mem: str | None,
-           slots: tuple[str, ...], environ: tuple[str, ...], kernel_id: str | None,
+           slots: tuple[str, ...], environ: tuple[str, ...], mounts: tuple[str, ...],
+           kernel_id: str | None,
            as_json: bool) -> None:
     """Create a kernel and print its id."""
     config: dict[str, Any] = {"environ": dict(e.split("=", 1) for e in environ if "=" in e)}
@@ -51,6 +54,8 @@ def create(ctx: click.Context, image: str, cpu: float | None, mem: str | None,
         raise click.BadParameter("NAME=AMOUNT, e.g. cuda.device=1", param_hint="--slot")
     if slots:
         config["slots"] = dict(s.split("=", 1) for s in slots)
+    if mounts:
+        config["mounts"] = [parse_mount(m) for m in mounts]
     if cpu is not None:
         config["cpu"] = cpu
     if mem is not None:
@@ -62,6 +67,18 @@ def create(ctx: click.Context, image: str, cpu: float | None, mem: str | None,
         config["kernel_id"] = kernel_id
     res = go(target(ctx), lambda c: c.create_kernel(image, **config))
     emit(as_json, res, str(res["id"]))
+
+
+def parse_mount(text: str) -> dict[str, str]:
+    """``root:path:target[:ro|:rw]`` as a KernelConfig mount (the target has no ':')."""
+    rest, mode = text, "rw"
+    if text.endswith((":ro", ":rw")):
+        rest, mode = text[:-3], text[-2:]
+    source, sep, target = rest.rpartition(":")
+    if not sep or ":" not in source:
+        raise click.BadParameter(f"{text!r} is not ROOT:PATH:TARGET[:ro|:rw]",
+                                 param_hint="--mount")
+    return {"source": source, "target": target, "mode": mode}
 
 
 @kernel.command("ls")

@@ -15,6 +15,9 @@ allocate   slots, cores, ports   - (carried by kernel_creating)    release them
 dirs       scratch + ipc dirs    kernel_creating                   unmount the scratch,
            (scratch maybe a                                        remove both dirs
            tmpfs or loop image)
+mounts     pin storage mounts    - (config of kernel_preparing)    detach, rmdir the points
+facts      config dir with       - (written from the log's state)  remove the config dir
+           kernel.json
 container  docker create         container_created                 stop, keep its output,
                                                                    remove all its
                                                                    containers (exit code)
@@ -29,7 +32,9 @@ from kernlet.actors.hooks.allocate import AllocateHook
 from kernlet.actors.hooks.base import Hook, HookEnv
 from kernlet.actors.hooks.container import ContainerHook
 from kernlet.actors.hooks.dirs import DirsHook, creating_from_state
+from kernlet.actors.hooks.facts import FactsHook
 from kernlet.actors.hooks.image import ImageHook, PullHook
+from kernlet.actors.hooks.mounts import MountsHook
 from kernlet.actors.hooks.runtime import RuntimeHook
 
 __all__ = ["CREATE", "RESTART_FROM", "Hook", "HookEnv", "creating_from_state", "hooks_from"]
@@ -40,6 +45,8 @@ CREATE: tuple[Hook, ...] = (
     PullHook(),
     AllocateHook(),
     DirsHook(),
+    MountsHook(),
+    FactsHook(),
     ContainerHook(),
     RuntimeHook(),
 )
