@@ -53,6 +53,8 @@ class RigRuntime(FakeRuntime):
         self.received: list[dict[str, Any]] = []
         self._writers: list[asyncio.StreamWriter] = []
         self._seq = 0
+        #: how many status requests were answered (each agent's channel asks once it connects)
+        self.statuses = 0
 
     def finish(self, run_id: str, exit_code: int) -> None:  # loop thread
         self._seq += 1
@@ -69,12 +71,14 @@ class RigRuntime(FakeRuntime):
             while data := await reader.read(65536):
                 for msg in frames.feed(data):
                     if msg.get("op") == "status":
+                        self.statuses += 1
                         writer.write(frame({"req": msg["req"], "data": {
                             "ready": True, "runtime": "fake", "version": "0",
                             "busy": self.busy}}))
                     elif msg.get("op") != "ack":
                         self.received.append(msg)
                 await writer.drain()
+        self._writers.remove(writer)
         writer.close()
 
     async def start(self, container_id: str) -> None:

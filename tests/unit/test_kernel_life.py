@@ -219,12 +219,15 @@ def test_a_batch_job_adopted_after_a_crash_still_ends_with_its_session_event(
     rig.crash_after("execution_started")
     run = rig.call(TriggerBatchExecution(kernel_id="k1", code="make", timeout=600))["run_id"]
     rig.docker.busy = run  # the job goes on in the container while no agent listens
+    statuses = rig.docker.statuses
     store = rig.restart_agent()
     rig.wait(lambda: rig.call(_list())["kernels"] != [])
     started = [e.body for e in rig.loop.run(store.read_stream("k1"))
                if e.type == "execution_started"]
     assert started[-1].session is True and started[-1].timeout == 600
-    rig.wait(lambda: rig.containers("k1") and rig.docker._writers != [])
+    # the new agent's channel is connected (the old agent's may linger: finishing the run
+    # on that one alone would be heard by nobody)
+    rig.wait(lambda: rig.containers("k1") and rig.docker.statuses > statuses)
     rig.on_loop(lambda: rig.docker.finish(run, 0))
     rig.wait(lambda: "session_success" in rig.events("k1", store))
     assert rig.events("k1", store)[-2:] == ["execution_finished", "session_success"]
