@@ -29,6 +29,7 @@ __all__ = [
     "ContainerRuntime",
     "ContainerSpec",
     "ImageInfo",
+    "NetworkInfo",
     "PullProgress",
 ]
 
@@ -79,6 +80,10 @@ class ContainerSpec:
     read_only: bool = False
     #: container path -> tmpfs options (e.g. {"/tmp": "rw,nosuid,nodev,size=268435456"})
     tmpfs: dict[str, str] = field(default_factory=dict)
+    #: the container's hostname ("" : Docker's, the short id)
+    hostname: str = ""
+    #: more names of the container on ``network`` (a user-defined network only)
+    aliases: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +94,14 @@ class ContainerInfo:
     status: str
     exit_code: int | None
     oom_killed: bool
+    labels: dict[str, str]
+    #: creation time, UTC epoch seconds
+    created: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class NetworkInfo:
+    name: str
     labels: dict[str, str]
     #: creation time, UTC epoch seconds
     created: float = 0.0
@@ -116,9 +129,19 @@ class ContainerRuntime(Protocol):
         """Return when the engine answers; DockerError when it does not."""
         ...
 
-    async def ensure_network(self, name: str, internal: bool) -> None:
-        """Make the bridge network ``name`` unless it exists (``internal``: no egress, no
-        published ports); DockerError when the engine refuses."""
+    async def ensure_network(self, name: str, internal: bool,
+                             labels: dict[str, str] | None = None) -> None:
+        """Make the bridge network ``name`` with ``labels`` unless it exists (``internal``:
+        no egress, no published ports); DockerError when the engine refuses."""
+        ...
+
+    async def remove_network(self, name: str) -> None:
+        """Remove the network ``name``; one already gone is not an error. DockerError when
+        the engine refuses (e.g. containers are still attached)."""
+        ...
+
+    async def networks(self, labels: dict[str, str]) -> builtins.list[NetworkInfo]:
+        """Networks carrying every one of these labels."""
         ...
 
     async def image(self, name: str) -> ImageInfo:
