@@ -117,8 +117,8 @@ def ssh_config(facts: Mapping[str, Any]) -> str:
 
 def new_keypair(comment: str) -> tuple[bytes, bytes]:
     """A fresh ed25519 keypair: (private key in OpenSSH format, public key line)."""
-    from cryptography.hazmat.primitives import serialization  # noqa: PLC0415 - agent only
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import (  # noqa: PLC0415
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import (
         Ed25519PrivateKey,
     )
 

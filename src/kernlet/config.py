@@ -65,6 +65,9 @@ class AgentSection(_Section):
     reconcile_interval: float = Field(default=5.0, gt=0)
     #: a container of this agent that no live kernel owns is removed once this old (seconds)
     orphan_grace: float = Field(default=60.0, ge=0)
+    #: the address the create result and the heartbeat report for this node's published
+    #: ports (a manager elsewhere must reach it); None: container.bind-host
+    advertised_host: str | None = None
 
 
 class NatsSection(_Section):
@@ -294,6 +297,11 @@ class AgentConfig(_Section):
     @property
     def log_path(self) -> Path:
         return self.agent.var_dir / "events.sqlite"
+
+    @property
+    def advertised_host(self) -> str:
+        """Where this node's published ports are reached (agent.advertised-host)."""
+        return self.agent.advertised_host or self.container.bind_host
 
     @property
     def scratch_root(self) -> Path:

@@ -22,6 +22,7 @@ from kernlet.actors.bus import CommandServer
 from kernlet.actors.context import AgentContext
 from kernlet.actors.loop import LoopThread
 from kernlet.actors.messages import Relist
+from kernlet.actors.network_book import owned as owned_networks
 from kernlet.actors.node import NodeReporter
 from kernlet.actors.outbox import Outbox
 from kernlet.actors.pulls import interrupted_pulls
@@ -100,9 +101,9 @@ class AgentService:
             PortPool(*self.cfg.container.port_range), gather_hwinfo(self.plugins),
         )
         proxy = self.agent.proxy()
-        proxy.adopt(live).get()
-        proxy.resume_pulls(interrupted_pulls(self.loop.run(
-            self.store.read_stream(AGENT_STREAM)))).get()
+        agent_stream = self.loop.run(self.store.read_stream(AGENT_STREAM))
+        proxy.adopt(live, tuple(owned_networks(agent_stream))).get()
+        proxy.resume_pulls(interrupted_pulls(agent_stream)).get()
         self.loop.run(ctx.record_agent(AgentStarted(reason="started", agent_id=self.cfg.agent.id)))
         self.server = CommandServer(self.bus, self.agent, self.cfg.nats.subject_prefix,
                                     self.cfg.agent.id, self.cfg.limits.max_request,
@@ -178,10 +179,11 @@ class AgentService:
         async def relist() -> None:
             try:
                 containers = await self.docker.list({LABEL_AGENT: self.cfg.agent.id})
+                networks = await self.docker.networks({LABEL_AGENT: self.cfg.agent.id})
             except DriverError as exc:
                 log.warning("relist failed: %s", exc)
                 return
-            agent.tell(Relist(tuple(containers), time.time()))
+            agent.tell(Relist(tuple(containers), time.time(), tuple(networks)))
             self.last_reconcile = time.time()
 
         await every(lambda: self.cfg.agent.reconcile_interval, relist, "relist",

@@ -57,7 +57,7 @@ def assert_nothing_held(rig: Rig, kernel_id: str) -> None:
 
 
 def test_the_hook_list_is_the_documented_order() -> None:
-    assert [h.name for h in CREATE] == ["image", "pull", "allocate", "dirs", "container",
+    assert [h.name for h in CREATE] == ["image", "pull", "allocate", "dirs", "network", "container",
                                         "runtime"]
     assert [h.name for h in hooks_from(RESTART_FROM)] == ["container", "runtime"]
     assert [h.name for h in CREATE if not h.cancellable] == ["container"]

@@ -41,8 +41,8 @@ _T = TypeVar("_T")
 
 #: the methods that fail_next and block accept
 METHODS = frozenset({
-    "close", "ping", "ensure_network", "remove_network", "networks", "image", "pull", "images", "create", "start", "stop",
-    "remove", "inspect", "list", "exec", "logs", "events",
+    "close", "ping", "ensure_network", "remove_network", "networks", "image", "pull", "images",
+    "create", "start", "stop", "remove", "inspect", "list", "exec", "logs", "events",
 })
 
 

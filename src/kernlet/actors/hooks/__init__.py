@@ -13,6 +13,9 @@ pull       pull if missing,      kernel_pulling (before, if it     -
            check its labels      pulls)
 allocate   slots, cores, ports   - (carried by kernel_creating)    release them
 dirs       scratch + ipc dirs    kernel_creating                   remove both dirs
+network    hold the session's    - (its facts are in               let go (the last holder
+           network, ssh keys,    kernel_preparing)                 removes the network)
+           cluster.json
 container  docker create         container_created                 stop, remove all its
                                                                    containers (exit code)
 runtime    docker start, wait    kernel_started                    close the runtime channel
@@ -27,6 +30,7 @@ from kernlet.actors.hooks.base import Hook, HookEnv
 from kernlet.actors.hooks.container import ContainerHook
 from kernlet.actors.hooks.dirs import DirsHook, creating_from_state
 from kernlet.actors.hooks.image import ImageHook, PullHook
+from kernlet.actors.hooks.network import NetworkHook
 from kernlet.actors.hooks.runtime import RuntimeHook
 
 __all__ = ["CREATE", "RESTART_FROM", "Hook", "HookEnv", "creating_from_state", "hooks_from"]
@@ -37,6 +41,7 @@ CREATE: tuple[Hook, ...] = (
     PullHook(),
     AllocateHook(),
     DirsHook(),
+    NetworkHook(),
     ContainerHook(),
     RuntimeHook(),
 )
