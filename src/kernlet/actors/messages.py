@@ -234,6 +234,8 @@ class JoinNetwork:
     owner: str
     ssh: bool
     reply: Reply
+    #: the kernels created with this one (a network that cannot be made fails them all)
+    members: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -77,6 +77,8 @@ class _Net:
     joins: list[Any] = field(default_factory=list)
     #: replies waiting for it to be gone (the last leave, a destroy_local_network)
     leaves: list[Any] = field(default_factory=list)
+    #: kernels of the create that made it, not joined yet
+    members: set[str] = field(default_factory=set)
 
 
 class NetworkBook:
@@ -84,6 +86,9 @@ class NetworkBook:
 
     def __init__(self) -> None:
         self._nets: dict[str, _Net] = {}
+        #: network -> (why it could not be made, the kernels of its create not yet told):
+        #: a kernel of that create joining later fails too (one session, one outcome)
+        self._failed: dict[str, tuple[BaseException, set[str]]] = {}
 
     # -- queries -------------------------------------------------------------------------
 
@@ -105,19 +110,28 @@ class NetworkBook:
     # -- kernels -------------------------------------------------------------------------
 
     def join(self, network: str, kernel_id: str, session_id: str, internal: bool, ssh: bool,
-             reply: Any, owner: str = "agent") -> list[Action]:
+             reply: Any, owner: str = "agent", members: Iterable[str] = ()) -> list[Action]:
+        """``members``: the kernels created with this one (they share a failed make)."""
+        failed = self._failed.get(network)
+        if failed is not None and kernel_id in failed[1]:
+            failed[1].discard(kernel_id)
+            if not failed[1]:
+                del self._failed[network]
+            return [Answer(reply, failed[0])]
         net = self._nets.get(network)
         if net is None:
             if owner != "agent":
                 return [Answer(reply, InvalidRequest(
                     f"network {network!r} is not one of this agent's (create_local_network)"))]
+            self._failed.pop(network, None)  # a new create: its own try
             self._nets[network] = _Net(session_id, "agent", internal, ssh, MAKING, {kernel_id},
-                                       [reply])
+                                       [reply], members=set(members) - {kernel_id})
             return [Make(network, session_id, "agent", internal, ssh)]
         if net.session_id and session_id != net.session_id and net.owner == "agent":
             return [Answer(reply, InvalidRequest(
                 f"network {network!r} belongs to session {net.session_id!r}"))]
         net.holders.add(kernel_id)
+        net.members.discard(kernel_id)
         if net.phase == READY:
             return [Answer(reply)]
         if net.phase == REMOVING and net.owner != "agent":
@@ -189,6 +203,8 @@ class NetworkBook:
             err = error if isinstance(error, KernletError) else InvalidRequest(str(error))
             leaves, net.leaves = net.leaves, []
             del self._nets[network]
+            if net.members:
+                self._failed[network] = (err, set(net.members))
             return [*(Answer(r, err) for r in joins), *(Answer(r) for r in leaves)]
         net.phase = READY
         out: list[Action] = [Answer(r, result={"network": network, "created": True})

@@ -73,7 +73,7 @@ class Networks:
         if isinstance(msg, JoinNetwork):
             internal = self.agent.ctx.cfg.container.network != "bridge"
             self.run(self.book.join(msg.network, msg.kernel_id, msg.session_id, internal,
-                                    msg.ssh, msg.reply, msg.owner))
+                                    msg.ssh, msg.reply, msg.owner, msg.members))
         else:
             self.run(self.book.leave(msg.network, msg.kernel_id, msg.reply))
 

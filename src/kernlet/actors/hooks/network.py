@@ -49,7 +49,8 @@ class NetworkHook(BaseHook):
                                  "network (container.network = none)")
         reply = Reply.new(asyncio.get_running_loop())
         env.agent.tell(JoinNetwork(env.kernel_id, facts["network"], env.state.session_id,
-                                   facts["owner"], bool(facts["ssh"]), reply))
+                                   facts["owner"], bool(facts["ssh"]), reply,
+                                   tuple(h["kernel_id"] for h in facts["hosts"])))
         await reply.future
         keys = session_dir(env.ctx.cfg, facts["network"])
         await asyncio.to_thread(_install, env, facts, keys)
