@@ -14,7 +14,7 @@ from life_rig import IMAGE, Rig
 
 from kernlet.actors.networks import session_dir
 from kernlet.errors import DockerError
-from kernlet.protocol import CreateKernels, DestroyKernel
+from kernlet.protocol import CreateKernels, DestroyKernel, RestartKernel
 
 NET = "kernlet-rig-s1"
 
@@ -100,3 +100,25 @@ def test_crash_mid_creation_then_recovery_removes_the_network(rig: Rig) -> None:
 
 def _agent_events(rig: Rig) -> list[str]:
     return [t for t in rig.events("_agent") if t.startswith("network_")]
+
+
+def test_destroy_while_the_network_is_made_leaves_nothing(rig: Rig) -> None:
+    gate = rig.docker.block("ensure_network")
+    created = rig.submit(session(1))
+    rig.wait(gate.entered.is_set)
+    destroyed = rig.submit(DestroyKernel(kernel_id="k1"))
+    rig.wait(lambda: "kernel_terminating" in rig.events("k1"))
+    rig.loop.loop.call_soon_threadsafe(gate.release)
+    assert destroyed.result(10)["reason"] == "user-requested"
+    assert created.result(10)["kernels"][0]["ok"] is False
+    rig.wait(lambda: NET not in rig.docker.nets)  # made after its only holder left: removed
+    assert rig.containers("k1") == [] and rig.dirs("k1") == []
+
+
+def test_a_restart_keeps_the_kernel_on_its_network(rig: Rig) -> None:
+    rig.call(session(2))
+    rig.call(RestartKernel(kernel_id="k2"))
+    (spec,) = [c.spec for c in rig.docker.containers.values()
+               if c.spec.labels["ai.kernlet.kernel-id"] == "k2"]
+    assert (spec.network, spec.hostname) == (NET, "sub1")
+    assert [c for c in rig.docker.calls if c[0] == "ensure_network"] == [("ensure_network", NET)]
