@@ -10,9 +10,9 @@ holders and decides. It is pure: every call returns the actions to carry out (:c
 
               join (first)            made(ok)
     (none) ───────────────► MAKING ───────────► READY ◄──────────────┐
-       ▲                      │ made(err): joins fail, entry dropped │ removed, with
-       │                      ▼                 │ last holder leaves │ joins waiting:
-       └──────────────── (none) ◄── removed ── REMOVING ─────────────┘ make again
+       ▲                      │                 │ last holder leaves │ removed, with
+       │    made(err): joins  └───────────────► ▼                    │ joins waiting:
+       └──── removed ◄──────── fail, removed ── REMOVING ────────────┘ make again
 
 - A join while MAKING waits for the make; a join while REMOVING (the last kernel's destroy
   racing a new create) waits for the removal, after which the network is made again.
@@ -199,13 +199,15 @@ class NetworkBook:
         if net is None or net.phase != MAKING:
             return []
         joins, net.joins = net.joins, []
-        if error is not None:
+        if error is not None:  # whatever half of it exists is removed before any new try
             err = error if isinstance(error, KernletError) else InvalidRequest(str(error))
-            leaves, net.leaves = net.leaves, []
-            del self._nets[network]
             if net.members:
                 self._failed[network] = (err, set(net.members))
-            return [*(Answer(r, err) for r in joins), *(Answer(r) for r in leaves)]
+            net.holders.clear()
+            net.members.clear()
+            net.phase = REMOVING
+            return [*(Answer(r, err) for r in joins),
+                    Remove(network, net.session_id, "failed-to-create")]
         net.phase = READY
         out: list[Action] = [Answer(r, result={"network": network, "created": True})
                              for r in joins]
@@ -223,8 +225,11 @@ class NetworkBook:
             return []
         leaves, net.leaves = net.leaves, []
         if error is not None:  # still there: whoever left will try again (teardown retries)
-            net.phase = READY
             joins, net.joins = net.joins, []
+            if not net.holders and net.owner == "agent":
+                del self._nets[network]  # held by nobody: the reconciler's orphan now
+            else:
+                net.phase = READY
             return [*(Answer(r, error) for r in leaves), *(Answer(r) for r in joins)]
         out: list[Action] = [Answer(r) for r in leaves]
         if net.holders:  # a create came while the last kernel's destroy removed it

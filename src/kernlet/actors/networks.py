@@ -123,9 +123,7 @@ class Networks:
 
     def _make_failed(self, a: Make, err: BaseException) -> None:
         log.warning("network %s could not be made: %s", a.network, err)
-        self.run(self.book.made(a.network, err))
-        # whatever half of it exists goes: the book no longer knows it
-        self._spawn_remove(Remove(a.network, a.session_id, "failed-to-create"), book=False)
+        self.run(self.book.made(a.network, err))  # its joins fail; what exists is removed
 
     def _spawn_remove(self, a: Remove, book: bool = True) -> None:
         ctx = self.agent.ctx
