@@ -221,12 +221,12 @@ async def test_bad_cluster_input_is_refused_with_nothing_made(
 
 async def test_manager_owned_network(sclient: KernletClient, sagent: AgentProcess) -> None:
     name = f"mgr-{uuid.uuid4().hex[:8]}"
-    res = await sclient.call("create_local_network", network=name)
+    res = await sclient.create_local_network(name)
     assert res == {"network": name, "created": True}
     (k,) = await create_session(sclient, 1, network=name, ssh=False)
     with pytest.raises(InvalidRequest, match="held by kernel"):
         await sclient.call("destroy_local_network", network=name)
     await sclient.destroy_kernel(k["id"])
     assert len(networks(sagent)) == 1  # the manager's: kept without kernels
-    await sclient.call("destroy_local_network", network=name)
+    assert await sclient.destroy_local_network(name) == {"network": name, "destroyed": True}
     assert networks(sagent) == []

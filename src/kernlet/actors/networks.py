@@ -20,7 +20,7 @@ import os
 import shutil
 from collections.abc import Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from kernlet.actors.messages import JoinNetwork, LeaveNetwork
 from kernlet.actors.network_book import Action, Answer, Make, NetworkBook, Remove
@@ -154,7 +154,3 @@ class Networks:
         log.warning("removing orphan network %s (session %s)", orphan.network,
                     orphan.session_id or "?")
         self._spawn_remove(Remove(orphan.network, orphan.session_id, "orphan"), book=False)
-
-    def summary(self) -> list[dict[str, Any]]:
-        return [{"network": n, "owner": self.book.owner(n), "phase": self.book.phase(n),
-                 "kernels": sorted(self.book.holders(n))} for n in sorted(self.book.known())]
