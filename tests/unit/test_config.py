@@ -88,3 +88,12 @@ def test_cluster_settings_fill_what_the_local_file_leaves(tmp_path: Path) -> Non
     # a setting removed from etcd goes back to the default when applied on the local file
     again, _ = apply_cluster(local, {})
     assert again.container.default_mem == local.container.default_mem
+
+
+def test_advertised_host_defaults_to_the_bind_host() -> None:
+    assert AgentConfig().advertised_host == "127.0.0.1"
+    cfg = AgentConfig.model_validate({"container": {"bind-host": "0.0.0.0"}})
+    assert cfg.advertised_host == "0.0.0.0"
+    cfg = AgentConfig.model_validate({"agent": {"advertised-host": "node7.example"},
+                                      "container": {"bind-host": "0.0.0.0"}})
+    assert cfg.advertised_host == "node7.example"
