@@ -12,9 +12,16 @@ from typing import Any
 import pytest
 from life_rig import IMAGE, Rig
 
+from kernlet.actors.messages import Relist
 from kernlet.actors.networks import session_dir
 from kernlet.errors import DockerError
-from kernlet.protocol import CreateKernels, DestroyKernel, RestartKernel
+from kernlet.protocol import (
+    CreateKernels,
+    CreateLocalNetwork,
+    DestroyKernel,
+    DestroyLocalNetwork,
+    RestartKernel,
+)
 
 NET = "kernlet-rig-s1"
 
@@ -122,3 +129,34 @@ def test_a_restart_keeps_the_kernel_on_its_network(rig: Rig) -> None:
                if c.spec.labels["ai.kernlet.kernel-id"] == "k2"]
     assert (spec.network, spec.hostname) == (NET, "sub1")
     assert [c for c in rig.docker.calls if c[0] == "ensure_network"] == [("ensure_network", NET)]
+
+
+def test_the_relist_removes_an_unheld_network_of_this_agent_only(rig: Rig) -> None:
+    rig.call(session(1))
+    labels = {"ai.kernlet.agent-id": "rig", "ai.kernlet.session-id": "gone"}
+    rig.loop.run(rig.docker.ensure_network("kernlet-rig-gone", False, labels))
+    rig.loop.run(rig.docker.ensure_network("someone-elses", False, {"ai.kernlet.agent-id": "x"}))
+    nets = rig.loop.run(rig.docker.networks({"ai.kernlet.agent-id": "rig"}))
+    assert {n.name for n in nets} == {NET, "kernlet-rig-gone"}
+    containers = tuple(rig.loop.run(rig.docker.list({"ai.kernlet.agent-id": "rig"})))
+    rig.agent.tell(Relist(containers, nets[0].created + 3600, tuple(nets)))
+    rig.wait(lambda: "kernlet-rig-gone" not in rig.docker.nets)
+    assert NET in rig.docker.nets and "someone-elses" in rig.docker.nets  # held; not ours
+    assert "network_removed" in rig.events("_agent")
+
+
+def test_a_managers_network_outlives_its_kernels_and_an_agent_crash(rig: Rig) -> None:
+    assert rig.call(CreateLocalNetwork(network="mgr1")) == {"network": "mgr1", "created": True}
+    rig.call(session(1, network="mgr1"))
+    rig.call(DestroyKernel(kernel_id="k1"))
+    assert "mgr1" in rig.docker.nets
+    rig.crash_after("kernel_preparing")
+    rig.submit(CreateKernels.model_validate({
+        "session_id": "s2", "kernel_ids": ["k2"], "configs": [{"image": IMAGE, "cpu": 0.1}],
+        "cluster": {"network": "mgr1"}}))
+    store = rig.restart_agent()
+    rig.wait(lambda: rig.events("k2", store)[-1:] == ["kernel_terminated"])
+    assert "mgr1" in rig.docker.nets  # its last kernel rolled back: still the manager's
+    assert rig.call(DestroyLocalNetwork(network="mgr1")) == {"network": "mgr1",
+                                                             "destroyed": True}
+    assert "mgr1" not in rig.docker.nets
