@@ -185,10 +185,16 @@ async def test_crash_mid_creation_leaves_no_network(halfstack: None, tmp_path: P
         cleanup(agent)
 
 
+@pytest.mark.parametrize("in_session", [False, True])
 async def test_preopened_port_answers_through_its_host_port(
-    sclient: KernletClient, sagent: AgentProcess
+    sclient: KernletClient, sagent: AgentProcess, in_session: bool
 ) -> None:
-    k = await sclient.create_kernel(IMAGE, preopen_ports=[8080])
+    if in_session:  # published from the session's own bridge network
+        (k,) = await sclient.create_kernels([{"image": IMAGE, "preopen_ports": [8080]}],
+                                            cluster={"ssh": False})
+        assert k["ok"], k
+    else:
+        k = await sclient.create_kernel(IMAGE, preopen_ports=[8080])
     (port,) = [p for p in k["service_ports"] if p["protocol"] == "preopen"]
     assert port["container_port"] == 8080 and 32600 <= port["host_port"] <= 32799
     assert k["host"] == "127.0.0.1"
@@ -200,6 +206,7 @@ async def test_preopened_port_answers_through_its_host_port(
 
     assert await asyncio.to_thread(answer)
     await sclient.destroy_kernel(k["id"])
+    assert networks(sagent) == [] and sagent.containers() == []
 
 
 @pytest.mark.parametrize(("cluster", "says"), [
