@@ -150,13 +150,22 @@ class KernletClient(ImageCalls):
 
     async def create_kernels(
         self, configs: list[dict[str, Any]], session_id: str | None = None,
-        kernel_ids: list[str] | None = None,
+        kernel_ids: list[str] | None = None, cluster: dict[str, Any] | None = None,
     ) -> list[dict[str, Any]]:
-        """Create kernels concurrently; one result per kernel: ``{"id", "ok", ...}``."""
+        """Create kernels concurrently; one result per kernel: ``{"id", "ok", ...}``. With
+        ``cluster`` (docs/sessions.md) they are one session on a network of their own."""
         ids = kernel_ids or [uuid.uuid4().hex[:16] for _ in configs]
+        extra: dict[str, Any] = {"cluster": cluster} if cluster is not None else {}
         result = await self.call("create_kernels", session_id=session_id or ids[0],
-                                 kernel_ids=ids, configs=configs)
+                                 kernel_ids=ids, configs=configs, **extra)
         return list(result["kernels"])
+
+    async def create_local_network(self, network: str) -> dict[str, Any]:
+        """A bridge network the manager owns; kernels join it by ``cluster.network``."""
+        return dict(await self.call("create_local_network", network=network))
+
+    async def destroy_local_network(self, network: str) -> dict[str, Any]:
+        return dict(await self.call("destroy_local_network", network=network))
 
     async def create_kernel(self, image: str, **config: Any) -> dict[str, Any]:
         """Create one kernel; raises the typed error if it failed."""

@@ -60,6 +60,9 @@ class AgentSection(Section):
     reconcile_interval: float = Field(default=5.0, gt=0)
     #: a container of this agent that no live kernel owns is removed once this old (seconds)
     orphan_grace: float = Field(default=60.0, ge=0)
+    #: the address the create result and the heartbeat report for this node's published
+    #: ports (a manager elsewhere must reach it); None: container.bind-host
+    advertised_host: str | None = None
     #: seconds between rescans of the node's kernel images (docs/images.md)
     image_scan_interval: float = Field(default=30.0, gt=0)
 
@@ -299,6 +302,11 @@ class AgentConfig(Section):
     def kept_logs_dir(self) -> Path:
         """Where the kept output of terminated kernels lives, beside the event log."""
         return self.log_path.parent / "kernel-logs"
+
+    @property
+    def advertised_host(self) -> str:
+        """Where this node's published ports are reached (agent.advertised-host)."""
+        return self.agent.advertised_host or self.container.bind_host
 
     @property
     def scratch_root(self) -> Path:

@@ -66,6 +66,9 @@ PYTHON_PACKAGES: tuple[str, ...] = (
     "node-xterm",
     "ca-certificates",
     "procps",
+    # ssh between the kernels of a session (docs/sessions.md): dropbear's server runs as the
+    # kernel's user on the session network; OpenSSH's client is the `ssh` users type.
+    "dropbear-bin", "openssh-client",
 )
 
 PYTHON_IMAGE_LABELS: dict[str, str] = {

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 __all__ = [
     "BOOTSTRAP_NAME",
+    "CLUSTER_JSON_NAME",
     "CONFIG_IN_CONTAINER",
     "CREATE_TIMEOUT_KEY",
     "DEFAULT_START_TIMEOUT",
@@ -16,6 +17,7 @@ __all__ = [
     "IPC_IN_CONTAINER",
     "LIB_IN_CONTAINER",
     "SOCKET_NAME",
+    "SSH_PORT",
     "START_TIMEOUT_ENV",
     "WORK_IN_CONTAINER",
 ]
@@ -32,6 +34,11 @@ CONFIG_IN_CONTAINER = "/home/config"
 FACTS_NAME = "kernel.json"
 #: The runtime's unix socket, in the runtime dir.
 SOCKET_NAME = "runtime.sock"
+#: The facts of a kernel's session (docs/sessions.md), in its runtime dir.
+CLUSTER_JSON_NAME = "cluster.json"
+#: The port of a session kernel's ssh server, on its session network only (never published;
+#: the kernel's user cannot bind below 1024 and the agent gives it no capability).
+SSH_PORT = 2200
 #: A kernel's bootstrap script, in its work dir.
 BOOTSTRAP_NAME = ".kernlet-bootstrap.sh"
 

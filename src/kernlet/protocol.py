@@ -29,6 +29,7 @@ from pydantic import (
     field_validator,
 )
 
+from kernlet.cluster import plan_cluster
 from kernlet.errors import InvalidRequest, UnknownCommand
 
 __all__ = [
@@ -36,10 +37,13 @@ __all__ = [
     "LOOP_COMMANDS",
     "AckOutput",
     "CheckAndPull",
+    "ClusterSpec",
     "CommitKernel",
     "CreateKernels",
+    "CreateLocalNetwork",
     "DebugFault",
     "DestroyKernel",
+    "DestroyLocalNetwork",
     "DownloadFile",
     "Execute",
     "GatherHwinfo",
@@ -133,16 +137,55 @@ class KernelConfig(_Request):
         if both:
             raise ValueError(f"{', '.join(both)}: set by the fields of that name, not in slots")
         return v
+    #: container ports to publish now for servers the user starts later (host ports from
+    #: the port pool, all or nothing with the service ports; in the create result)
+    preopen_ports: Annotated[list[Annotated[int, Field(ge=1, le=65535)]],
+                             Field(max_length=16)] = Field(default_factory=list)
 
 
 class Ping(_Request):
     msg: str = ""
 
 
+HostName = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9-]{0,62}$")]
+NetworkName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")]
+
+
+class ClusterSpec(_Request):
+    """The kernels of one create_kernels call as one session on a network of its own
+    (docs/sessions.md). Lists are in ``kernel_ids`` order."""
+
+    #: "single-node": a bridge network on this agent; "multi-node" is designed (Docker overlay
+    #: networks, docs/sessions.md) and refused by this agent
+    mode: Literal["single-node", "multi-node"] = "single-node"
+    #: each kernel's role; default: the first "main", the others "sub"
+    roles: list[Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9]{0,15}$")]] | None = None
+    #: each kernel's hostname; default: role + index within the role (main1, sub1, sub2...)
+    hostnames: list[HostName] | None = None
+    #: give the session an ssh keypair and run an ssh server in each kernel
+    ssh: bool = True
+    #: attach to this network made by create_local_network (the manager owns it); "": the
+    #: agent makes one for the session and removes it after its last kernel
+    network: NetworkName | Literal[""] = ""
+
+
 class CreateKernels(_Request):
     session_id: KernelId
     kernel_ids: Annotated[list[KernelId], Field(min_length=1, max_length=64)]
     configs: Annotated[list[KernelConfig], Field(min_length=1, max_length=64)]
+    #: make the kernels one session on its own network (None: each on the default bridge)
+    cluster: ClusterSpec | None = None
+
+
+class CreateLocalNetwork(_Request):
+    """Make a bridge network that the manager owns (kernels join it by ``cluster.network``;
+    it stays until destroy_local_network)."""
+
+    network: NetworkName
+
+
+class DestroyLocalNetwork(_Request):
+    network: NetworkName
 
 
 class DestroyKernel(_Request):
@@ -333,6 +376,8 @@ class GetEvents(_Request):
 COMMANDS: dict[str, type[_Request]] = {
     "ping": Ping,
     "create_kernels": CreateKernels,
+    "create_local_network": CreateLocalNetwork,
+    "destroy_local_network": DestroyLocalNetwork,
     "destroy_kernel": DestroyKernel,
     "restart_kernel": RestartKernel,
     "execute": Execute,
@@ -393,6 +438,11 @@ def parse_request(command: str, payload: Any) -> _Request:
             raise InvalidRequest("create_kernels: kernel_ids and configs differ in length")
         if len(set(req.kernel_ids)) != len(req.kernel_ids):
             raise InvalidRequest("create_kernels: kernel_ids repeat an id")
+        for i, kc in enumerate(req.configs):
+            if len(set(kc.preopen_ports)) != len(kc.preopen_ports):
+                raise InvalidRequest(f"create_kernels: configs.{i}.preopen_ports repeat a port")
+        if req.cluster is not None:
+            plan_cluster(req.session_id, req.kernel_ids, req.cluster, "")
     if isinstance(req, GetCommitStatus) and (req.commit_id is None) == (req.kernel_id is None):
         raise InvalidRequest("get_commit_status: give commit_id or kernel_id (one of them)")
     return req

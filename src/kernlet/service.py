@@ -23,6 +23,7 @@ from kernlet.actors.context import AgentContext
 from kernlet.actors.image_jobs import interrupted_jobs
 from kernlet.actors.loop import LoopThread
 from kernlet.actors.messages import Relist
+from kernlet.actors.network_book import owned as owned_networks
 from kernlet.actors.node import NodeReporter
 from kernlet.actors.outbox import Outbox
 from kernlet.actors.pulls import interrupted_pulls
@@ -113,8 +114,8 @@ class AgentService:
             PortPool(*self.cfg.container.port_range), gather_hwinfo(self.plugins),
         )
         proxy = self.agent.proxy()
-        proxy.adopt(live).get()
         agent_events = self.loop.run(self.store.read_stream(AGENT_STREAM))
+        proxy.adopt(live, tuple(owned_networks(agent_events))).get()
         proxy.resume_pulls(interrupted_pulls(agent_events)).get()
         for failed in interrupted_jobs(agent_events):  # commits, pushes: recorded failed
             self.loop.run(ctx.record_agent(failed))
@@ -208,10 +209,11 @@ class AgentService:
         async def relist() -> None:
             try:
                 containers = await self.docker.list({LABEL_AGENT: self.cfg.agent.id})
+                networks = await self.docker.networks({LABEL_AGENT: self.cfg.agent.id})
             except DriverError as exc:
                 log.warning("relist failed: %s", exc)
                 return
-            agent.tell(Relist(tuple(containers), time.time()))
+            agent.tell(Relist(tuple(containers), time.time(), tuple(networks)))
             self.last_reconcile = time.time()
 
         await every(lambda: self.cfg.agent.reconcile_interval, relist, "relist",

@@ -39,6 +39,8 @@ def node_agent(halfstack: None, tmp_path: Path, redis_server: PrivateRedis
                f'[etcd]\nnamespace = "{ns}"\nlease-ttl = 2\n'),
     )
     agent.namespace = ns  # type: ignore[attr-defined]
+    agent.config.write_text(agent.config.read_text().replace(
+        "[agent]\n", '[agent]\nadvertised-host = "10.1.2.3"\n'))
     agent.start()
     yield agent
     agent.cleanup()
@@ -59,6 +61,8 @@ async def test_heartbeat_content_and_liveness_lease(node_agent: AgentProcess) ->
 
             info = await wait_for(beat_with_kernel, timeout=15)
             assert info["id"] == node_agent.agent_id and info["version"]
+            # a manager elsewhere is told the advertised address, not the bind host
+            assert info["host"] == k["host"] == "10.1.2.3"
             assert info["resource_slots"]["cpu"][0] == "count"
             assert info["resource_slots"]["mem"][0] == "bytes"
             assert float(info["slots_used"]["cpu"]["used"]) >= 0.5

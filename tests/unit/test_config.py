@@ -138,3 +138,12 @@ def test_the_log_dir_is_local_only(tmp_path: Path) -> None:
     assert merged.log_dir == tmp_path / "log" and merged.agent.min_log_free == 1024**3
     # tmpfs without a size is invalid, so it is refused and the config stays as it was
     assert sorted(refused) == ["agent/log-dir", "container/scratch-type"]
+
+
+def test_advertised_host_defaults_to_the_bind_host() -> None:
+    assert AgentConfig().advertised_host == "127.0.0.1"
+    cfg = AgentConfig.model_validate({"container": {"bind-host": "0.0.0.0"}})
+    assert cfg.advertised_host == "0.0.0.0"
+    cfg = AgentConfig.model_validate({"agent": {"advertised-host": "node7.example"},
+                                      "container": {"bind-host": "0.0.0.0"}})
+    assert cfg.advertised_host == "node7.example"

@@ -58,7 +58,7 @@ def assert_nothing_held(rig: Rig, kernel_id: str) -> None:
 
 def test_the_hook_list_is_the_documented_order() -> None:
     assert [h.name for h in CREATE] == ["image", "pull", "allocate", "dirs", "mounts", "facts",
-                                        "container", "runtime"]
+                                        "network", "container", "runtime"]
     assert [h.name for h in hooks_from(RESTART_FROM)] == ["container", "runtime"]
     # a Docker create, and the hooks whose work runs in a worker thread (a cancel would not
     # stop it, so the undo could run before it ends)

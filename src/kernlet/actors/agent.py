@@ -29,16 +29,19 @@ from kernlet.actors.messages import (
     Command,
     ContainerDied,
     Describe,
+    JoinNetwork,
     KernelGone,
     KernelUpdated,
+    LeaveNetwork,
     RecordAgentEvent,
     Recover,
     Release,
     Relist,
     Shutdown,
 )
+from kernlet.actors.networks import Networks
 from kernlet.actors.pulls import start_pull
-from kernlet.actors.reconcile import Died, Missing, Orphan, plan
+from kernlet.actors.reconcile import Died, Missing, Orphan, plan, plan_networks
 from kernlet.drivers.docker import LABEL_KERNEL, ContainerEvent
 from kernlet.drivers.ports import PortPool
 from kernlet.drivers.resources import Allocator
@@ -92,6 +95,8 @@ class AgentActor(LoopActor):
         self.pulling: set[str] = set()
         #: commits and pushes in flight (kernlet.actors.image_jobs)
         self.image_jobs = ImageJobs()
+        #: session networks and their holders (docs/sessions.md); only this actor touches it
+        self.networks = Networks(self)
 
     # -- the registry ---------------------------------------------------------------------------
 
@@ -128,9 +133,11 @@ class AgentActor(LoopActor):
         """Debug only (debug_fault actor=agent): this actor dies on its next message."""
         self.actor_ref.tell(_RootFault())
 
-    def adopt(self, states: dict[str, KernelState]) -> None:
+    def adopt(self, states: dict[str, KernelState], networks: tuple[str, ...] = ()) -> None:
         """Start actors for the live kernels of the log and let each check its container.
-        Slots and ports are restored exactly as the log recorded them, before any new create."""
+        Slots, ports and session networks' holders are restored exactly as the log recorded
+        them, before any new create (``networks``: the manager's, from the agent stream)."""
+        self.networks.restore(states.values(), networks)
         for kernel_id, state in states.items():
             self._restore(state)
             self.start_kernel(kernel_id, state).tell(Recover())
@@ -235,6 +242,8 @@ class AgentActor(LoopActor):
                 self.record_agent_event(message.body)
             case Allocate():
                 self._allocate(message)
+            case JoinNetwork() | LeaveNetwork():
+                self.networks.handle(message)
             case Describe():
                 message.reply.ok({
                     "resource_slots": {s: list(v) for s, v in
@@ -280,6 +289,9 @@ class AgentActor(LoopActor):
                         _tell(ref, ContainerDied(action.container_id, "destroy", None))
                 case Orphan():
                     self._remove_orphan(action)
+        for orphan in plan_networks(self.networks.book.known(), msg.networks, msg.now,
+                                    self.ctx.cfg.agent.orphan_grace):
+            self.networks.remove_orphan(orphan)
 
     def _remove_orphan(self, orphan: Orphan) -> None:
         if orphan.container_id in self._removing:

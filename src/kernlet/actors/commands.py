@@ -33,6 +33,7 @@ from kernlet.actors.pulls import start_pull
 from kernlet.actors.reply import Gather, Reply
 from kernlet.actors.services import shutdown_service, start_service
 from kernlet.actors.steps import kernel_dirs
+from kernlet.cluster import CLUSTER_KEY, plan_cluster
 from kernlet.drivers import scratch, storage
 from kernlet.drivers.files import WorkDir
 from kernlet.errors import (
@@ -52,8 +53,10 @@ from kernlet.events import (
 from kernlet.protocol import (
     CheckAndPull,
     CreateKernels,
+    CreateLocalNetwork,
     DebugFault,
     DestroyKernel,
+    DestroyLocalNetwork,
     DownloadFile,
     Execute,
     GatherHwinfo,
@@ -134,11 +137,40 @@ def _create_kernels(agent: AgentActor, req: CreateKernels, cmd: Command) -> None
             except KernletError as exc:
                 raise type(exc)(f"create_kernels: configs.{i}.{slot_fields(slot)} (kernel "
                                 f"{kernel_id}): {exc.message}") from exc
+    cluster = _cluster(agent, req)
     gather = Gather(len(req.kernel_ids), lambda results: cmd.reply.ok({"kernels": results}))
     for i, (kernel_id, kconfig) in enumerate(zip(req.kernel_ids, req.configs, strict=True)):
+        config = kconfig.model_dump()
+        if cluster:
+            config[CLUSTER_KEY] = cluster[i]
         ref = agent.start_kernel(kernel_id, None)
         ref.tell(Create(session_id=req.session_id, image=kconfig.image,
-                        config=kconfig.model_dump(), done=gather.part(i)))
+                        config=config, done=gather.part(i)))
+
+
+def _cluster(agent: AgentActor, req: CreateKernels) -> list[dict[str, Any]]:
+    """Each kernel's session facts (docs/sessions.md); [] for kernels of no cluster."""
+    if req.cluster is None:
+        return []
+    if agent.ctx.cfg.container.network == "none":
+        raise InvalidRequest("create_kernels: cluster: this agent runs kernels without a "
+                             "network (container.network = none)")
+    net = req.cluster.network
+    if net and agent.networks.book.owner(net) != "manager":
+        raise InvalidRequest(f"create_kernels: cluster.network {net!r} was not made by "
+                             "create_local_network on this agent")
+    return plan_cluster(req.session_id, req.kernel_ids, req.cluster, agent.ctx.cfg.agent.id)
+
+
+def _create_local_network(agent: AgentActor, req: CreateLocalNetwork, cmd: Command) -> None:
+    internal = agent.ctx.cfg.container.network != "bridge"
+    agent.networks.run(agent.networks.book.create_owned(req.network, internal, cmd.reply))
+
+
+def _destroy_local_network(agent: AgentActor, req: DestroyLocalNetwork, cmd: Command) -> None:
+    agent.networks.run(agent.networks.book.destroy_owned(req.network, Reply.to(
+        lambda r: cmd.reply.error(r) if isinstance(r, BaseException) else cmd.reply.ok(
+            {"network": req.network, "destroyed": True}))))
 
 
 def check_log_space(cfg: AgentConfig) -> None:
@@ -345,6 +377,8 @@ def _debug_fault(agent: AgentActor, req: DebugFault, cmd: Command) -> None:
 COMMANDS: dict[type[Any], Handler] = {
     Ping: _ping,
     CreateKernels: _create_kernels,
+    CreateLocalNetwork: _create_local_network,
+    DestroyLocalNetwork: _destroy_local_network,
     DestroyKernel: _destroy_kernel,
     RestartKernel: _restart_kernel,
     Execute: _execute,

@@ -22,8 +22,10 @@ __all__ = [
     "Destroy",
     "InjectedFault",
     "Interrupt",
+    "JoinNetwork",
     "KernelGone",
     "KernelUpdated",
+    "LeaveNetwork",
     "RecordAgentEvent",
     "Recover",
     "Release",
@@ -157,6 +159,8 @@ class Relist:
     containers: tuple[Any, ...]
     #: UTC epoch seconds of the observation
     now: float
+    #: kernlet.drivers.container_runtime.NetworkInfo items: this agent's session networks
+    networks: tuple[Any, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -216,3 +220,28 @@ class KernelGone:
     """A kernel actor finished (its kernel terminated) and stopped."""
 
     kernel_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class JoinNetwork:
+    """A kernel's ``network`` hook: hold the session's network, made first if need be; the
+    reply completes once the network exists (or with why it cannot)."""
+
+    kernel_id: str
+    network: str
+    session_id: str
+    #: "agent" (the session's own network) or "manager" (one of create_local_network)
+    owner: str
+    ssh: bool
+    reply: Reply
+    #: the kernels created with this one (a network that cannot be made fails them all)
+    members: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class LeaveNetwork:
+    """A kernel's ``network`` undo: let go; the last holder's reply waits for the removal."""
+
+    kernel_id: str
+    network: str
+    reply: Reply

@@ -83,6 +83,7 @@ class NodeReporter:
             "region": a.region,
             "scaling_group": a.scaling_group,
             "addr": self.cfg.nats.url,
+            "host": self.cfg.advertised_host,
             "version": __version__,
             "architecture": platform.machine(),
             "resource_slots": snap["resource_slots"],

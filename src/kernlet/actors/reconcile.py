@@ -11,10 +11,10 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from kernlet.drivers.docker import LABEL_KERNEL, ContainerInfo
+from kernlet.drivers.docker import LABEL_KERNEL, LABEL_SESSION, ContainerInfo, NetworkInfo
 from kernlet.events import KernelState, can_execute, is_live
 
-__all__ = ["Died", "Missing", "Orphan", "plan"]
+__all__ = ["Died", "Missing", "Orphan", "OrphanNetwork", "plan", "plan_networks"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +42,15 @@ class Orphan:
     container_id: str
     kernel_id: str
     exit_code: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class OrphanNetwork:
+    """A session network of this agent that no session holds, older than the grace period
+    (e.g. made by an agent that crashed before its kernel recorded anything)."""
+
+    network: str
+    session_id: str
 
 
 Action = Died | Missing | Orphan
@@ -75,3 +84,12 @@ def plan(
         if can_execute(state) and state.container_id and state.container_id not in seen:
             actions.append(Missing(kernel_id, state.container_id))
     return actions
+
+
+def plan_networks(
+    known: set[str], networks: Iterable[NetworkInfo], now: float, grace: float,
+) -> list[OrphanNetwork]:
+    """This agent's networks that the network book does not know (no live kernel holds them,
+    the manager does not own them), once older than ``grace``."""
+    return [OrphanNetwork(n.name, n.labels.get(LABEL_SESSION, "")) for n in networks
+            if n.name not in known and now - n.created >= grace]

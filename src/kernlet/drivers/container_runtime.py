@@ -31,6 +31,7 @@ __all__ = [
     "ContainerRuntime",
     "ContainerSpec",
     "ImageInfo",
+    "NetworkInfo",
     "PullProgress",
 ]
 
@@ -90,6 +91,10 @@ class ContainerSpec:
     shm_size: int = 0
     #: rlimit name ("nofile", "nproc") -> its soft and hard limit
     ulimits: dict[str, int] = field(default_factory=dict)
+    #: the container's hostname ("" : Docker's, the short id)
+    hostname: str = ""
+    #: more names of the container on ``network`` (a user-defined network only)
+    aliases: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +105,14 @@ class ContainerInfo:
     status: str
     exit_code: int | None
     oom_killed: bool
+    labels: dict[str, str]
+    #: creation time, UTC epoch seconds
+    created: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class NetworkInfo:
+    name: str
     labels: dict[str, str]
     #: creation time, UTC epoch seconds
     created: float = 0.0
@@ -134,9 +147,19 @@ class ContainerRuntime(ImageOps, Protocol):
         "nvidia"); DockerError when it does not answer."""
         ...
 
-    async def ensure_network(self, name: str, internal: bool) -> None:
-        """Make the bridge network ``name`` unless it exists (``internal``: no egress, no
-        published ports); DockerError when the engine refuses."""
+    async def ensure_network(self, name: str, internal: bool,
+                             labels: dict[str, str] | None = None) -> None:
+        """Make the bridge network ``name`` with ``labels`` unless it exists (``internal``:
+        no egress, no published ports); DockerError when the engine refuses."""
+        ...
+
+    async def remove_network(self, name: str) -> None:
+        """Remove the network ``name``; one already gone is not an error. DockerError when
+        the engine refuses (e.g. containers are still attached)."""
+        ...
+
+    async def networks(self, labels: dict[str, str]) -> builtins.list[NetworkInfo]:
+        """Networks carrying every one of these labels."""
         ...
 
     async def image(self, name: str) -> ImageInfo:

@@ -28,6 +28,7 @@ from kernlet.drivers.container_runtime import (
     ContainerRuntime,
     ContainerSpec,
     ImageInfo,
+    NetworkInfo,
     PullProgress,
 )
 from kernlet.drivers.docker_errors import translated
@@ -43,6 +44,7 @@ __all__ = [
     "ContainerSpec",
     "DockerDriver",
     "ImageInfo",
+    "NetworkInfo",
     "PullProgress",
     "translated",
 ]
@@ -104,15 +106,29 @@ class DockerDriver(DockerImages):
             info = await self._d.system.info()
         return sorted((info.get("Runtimes") or {}).keys())
 
-    async def ensure_network(self, name: str, internal: bool) -> None:
+    async def ensure_network(self, name: str, internal: bool,
+                             labels: dict[str, str] | None = None) -> None:
         with translated(f"network {name}", DockerError):
             existing = await self._d.networks.list(filters={"name": [name]})
             if any(n.get("Name") == name for n in existing):
                 return
             await self._d.networks.create({
                 "Name": name, "Driver": "bridge", "Internal": internal,
-                "Labels": {"ai.kernlet.network": "kernels"},
+                "CheckDuplicate": True,
+                "Labels": {"ai.kernlet.network": "kernels", **(labels or {})},
             })
+
+    async def remove_network(self, name: str) -> None:
+        with contextlib.suppress(ContainerNotFound), translated(f"remove network {name}"):
+            network = await self._d.networks.get(name)
+            await network.delete()
+
+    async def networks(self, labels: dict[str, str]) -> list[NetworkInfo]:
+        flt = {"label": [f"{k}={v}" for k, v in labels.items()]}
+        with translated("list networks", DockerError):
+            raws = await self._d.networks.list(filters=flt)
+        return [NetworkInfo(name=str(r.get("Name", "")), labels=dict(r.get("Labels") or {}),
+                            created=_epoch(str(r.get("Created", "")))) for r in raws]
 
     async def create(self, spec: ContainerSpec) -> str:
         host_config: dict[str, Any] = {
@@ -154,6 +170,7 @@ class DockerDriver(DockerImages):
             host_config["Ulimits"] = [{"Name": n, "Soft": v, "Hard": v}
                                       for n, v in spec.ulimits.items()]
         config: dict[str, Any] = {
+            "Hostname": spec.hostname,
             "Image": spec.image,
             "Cmd": list(spec.cmd),
             "Labels": spec.labels,
@@ -164,6 +181,9 @@ class DockerDriver(DockerImages):
             "ExposedPorts": {f"{p}/tcp": {} for p in spec.ports},
             "HostConfig": host_config,
         }
+        if spec.network and spec.aliases:
+            config["NetworkingConfig"] = {
+                "EndpointsConfig": {spec.network: {"Aliases": list(spec.aliases)}}}
         with translated(f"create container {spec.name} from image {spec.image}", ImageNotFound):
             container = await self._d.containers.create(config, name=spec.name)
         return str(container.id)

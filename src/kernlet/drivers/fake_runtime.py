@@ -30,6 +30,7 @@ from kernlet.drivers.container_runtime import (
     ContainerRuntime,
     ContainerSpec,
     ImageInfo,
+    NetworkInfo,
     PullProgress,
 )
 from kernlet.drivers.image_ops import ImageRecord, RegistryAuth
@@ -41,9 +42,9 @@ _T = TypeVar("_T")
 
 #: the methods that fail_next and block accept
 METHODS = frozenset({
-    "close", "ping", "runtimes", "ensure_network", "image", "pull", "images", "create",
-    "start", "stop", "remove", "inspect", "list", "exec", "logs", "events",
-    "commit", "push", "tag", "remove_image", "inventory",
+    "close", "ping", "runtimes", "ensure_network", "remove_network", "networks", "image",
+    "pull", "images", "create", "start", "stop", "remove", "inspect", "list", "exec", "logs",
+    "events", "commit", "push", "tag", "remove_image", "inventory",
 })
 
 
@@ -107,8 +108,8 @@ class FakeRuntime:
     def __init__(self, clock: Callable[[], float] = time.time) -> None:
         self.calls: builtins.list[tuple[str, ...]] = []
         self.containers: dict[str, FakeContainer] = {}
-        #: network name -> internal
-        self.networks: dict[str, bool] = {}
+        #: network name -> what it was made with
+        self.nets: dict[str, NetworkInfo] = {}
         #: what ``runtimes()`` answers (Docker info's Runtimes)
         self.runtime_names: builtins.list[str] = ["runc"]
         self._images: dict[str, ImageInfo] = {}
@@ -161,10 +162,23 @@ class FakeRuntime:
     async def runtimes(self) -> builtins.list[str]:
         return await self._leave(await self._enter("runtimes"), list(self.runtime_names))
 
-    async def ensure_network(self, name: str, internal: bool) -> None:
+    async def ensure_network(self, name: str, internal: bool,
+                             labels: dict[str, str] | None = None) -> None:
         gate = await self._enter("ensure_network", name)
-        self.networks.setdefault(name, internal)
+        self.nets.setdefault(name, NetworkInfo(name, dict(labels or {}), self._clock()))
         await self._leave(gate, None)
+
+    async def remove_network(self, name: str) -> None:
+        gate = await self._enter("remove_network", name)
+        if any(c.spec.network == name for c in self.containers.values()):
+            raise DockerError(f"remove network {name}: has active endpoints")
+        self.nets.pop(name, None)
+        await self._leave(gate, None)
+
+    async def networks(self, labels: dict[str, str]) -> builtins.list[NetworkInfo]:
+        gate = await self._enter("networks", *(f"{k}={v}" for k, v in labels.items()))
+        found = [n for n in self.nets.values() if _matches(labels, n.labels)]
+        return await self._leave(gate, found)
 
     async def image(self, name: str) -> ImageInfo:
         gate = await self._enter("image", name)
@@ -248,6 +262,9 @@ class FakeRuntime:
 
     async def create(self, spec: ContainerSpec) -> str:
         gate = await self._enter("create", spec.name)
+        if spec.network and spec.network not in ("none",) and spec.aliases and (
+                spec.network not in self.nets):
+            raise DockerError(f"create container {spec.name}: network {spec.network} not found")
         if spec.image not in self._images:
             raise ImageNotFound(f"create container {spec.name}: No such image: {spec.image}")
         if any(c.spec.name == spec.name for c in self.containers.values()):

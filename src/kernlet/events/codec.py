@@ -69,6 +69,8 @@ EVENT_TYPES: dict[str, type[t.EventBody]] = {
         t.AgentTerminated,
         t.AgentError,
         t.OrphanRemoved,
+        t.NetworkCreated,
+        t.NetworkRemoved,
         t.ExecutionTimeout,
         t.SessionSuccess,
         t.SessionFailure,

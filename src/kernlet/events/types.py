@@ -40,6 +40,8 @@ __all__ = [
     "KernelStarted",
     "KernelTerminated",
     "KernelTerminating",
+    "NetworkCreated",
+    "NetworkRemoved",
     "OrphanRemoved",
     "SessionFailure",
     "SessionSuccess",
@@ -334,6 +336,29 @@ class OrphanRemoved(EventBody):
     container_id: str
     kernel_id: str = ""
     exit_code: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class NetworkCreated(EventBody):
+    """A session's bridge network exists (agent stream; docs/sessions.md)."""
+
+    TYPE: ClassVar[str] = "network_created"
+    network: str
+    session_id: str = ""
+    #: "agent" (removed after the session's last kernel) or "manager" (create_local_network:
+    #: removed only by destroy_local_network)
+    owner: str = "agent"
+
+
+@dataclass(frozen=True, slots=True)
+class NetworkRemoved(EventBody):
+    """A session's network is gone (agent stream). reason: last-kernel-gone,
+    manager-requested, orphan (the reconciler found it with no kernel), failed-to-create."""
+
+    TYPE: ClassVar[str] = "network_removed"
+    network: str
+    reason: str
+    session_id: str = ""
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,6 +18,9 @@ dirs       scratch + ipc dirs    kernel_creating                   unmount the s
 mounts     pin storage mounts    - (config of kernel_preparing)    detach, rmdir the points
 facts      config dir with       - (written from the log's state)  remove the config dir
            kernel.json
+network    hold the session's    - (its facts are in               let go (the last holder
+           network, ssh keys,    kernel_preparing)                 removes the network)
+           cluster.json
 container  docker create         container_created                 stop, keep its output,
                                                                    remove all its
                                                                    containers (exit code)
@@ -35,6 +38,7 @@ from kernlet.actors.hooks.dirs import DirsHook, creating_from_state
 from kernlet.actors.hooks.facts import FactsHook
 from kernlet.actors.hooks.image import ImageHook, PullHook
 from kernlet.actors.hooks.mounts import MountsHook
+from kernlet.actors.hooks.network import NetworkHook
 from kernlet.actors.hooks.runtime import RuntimeHook
 
 __all__ = ["CREATE", "RESTART_FROM", "Hook", "HookEnv", "creating_from_state", "hooks_from"]
@@ -47,6 +51,7 @@ CREATE: tuple[Hook, ...] = (
     DirsHook(),
     MountsHook(),
     FactsHook(),
+    NetworkHook(),
     ContainerHook(),
     RuntimeHook(),
 )

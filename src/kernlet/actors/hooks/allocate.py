@@ -11,8 +11,12 @@ from typing import Any
 
 from kernlet.actors import steps
 from kernlet.actors.hooks.base import BaseHook, HookEnv
+from kernlet.actors.hooks.container import preopen_ports
 from kernlet.actors.messages import Allocate, Allocated, Release
+from kernlet.cluster import CLUSTER_KEY
 from kernlet.config import AgentConfig
+from kernlet.errors import InvalidRequest
+from kernlet.layout import SSH_PORT
 
 __all__ = ["AllocateHook", "slot_fields", "slot_request"]
 
@@ -55,6 +59,7 @@ class AllocateHook(BaseHook):
         request = slot_request(env.ctx.cfg, env.state.config)
         inbox = _Inbox(asyncio.get_running_loop())
         ports = len(env.facts["pull"].service_ports) if steps.publishes_ports(env.ctx.cfg) else 0
+        ports += _preopen_count(env)
         env.agent.tell(Allocate(env.kernel_id, request, ports, inbox))
         answer = await inbox.future
         if answer.error is not None:
@@ -63,3 +68,21 @@ class AllocateHook(BaseHook):
 
     async def down(self, env: HookEnv) -> None:
         env.agent.tell(Release(env.kernel_id))
+
+
+def _preopen_count(env: HookEnv) -> int:
+    """How many host ports ``preopen_ports`` needs; InvalidRequest for a port the kernel's
+    own servers use, or on an agent that publishes no ports."""
+    preopen = preopen_ports(env)
+    if not preopen:
+        return 0
+    if not steps.publishes_ports(env.ctx.cfg):
+        raise InvalidRequest(f"preopen_ports: container.network = {env.ctx.cfg.container.network}"
+                             " publishes no ports")
+    taken = {sp.port: sp.name for sp in env.facts["pull"].service_ports}
+    if (env.state.config.get(CLUSTER_KEY) or {}).get("ssh"):
+        taken[SSH_PORT] = "ssh"
+    clash = [f"{p} ({taken[p]})" for p in preopen if p in taken]
+    if clash:
+        raise InvalidRequest(f"preopen_ports: {', '.join(clash)} already used in the kernel")
+    return len(preopen)

@@ -12,11 +12,12 @@ import contextlib
 
 from kernlet.actors import kept_logs, steps
 from kernlet.actors.hooks.base import BaseHook, HookEnv
+from kernlet.actors.hooks.network import session_spec
 from kernlet.drivers.docker import LABEL_AGENT, LABEL_KERNEL
 from kernlet.errors import ContainerNotFound
 from kernlet.events import ContainerCreated, EventBody
 
-__all__ = ["ContainerHook", "port_map"]
+__all__ = ["ContainerHook", "port_map", "preopen_ports"]
 
 
 class ContainerHook(BaseHook):
@@ -27,6 +28,7 @@ class ContainerHook(BaseHook):
         spec = steps.container_spec(env.ctx.cfg, env.state,
                                     steps.kernel_dirs(env.ctx.cfg, env.kernel_id), port_map(env),
                                     env.ctx.cuda)
+        spec = session_spec(spec, env)
         async with env.ctx.create_slots:
             return await steps.create_container(env.ctx.docker, spec)
 
@@ -57,7 +59,12 @@ def port_map(env: HookEnv) -> dict[int, int]:
     gave (create), or the kernel's recorded service ports (restart, recovery)."""
     image = env.facts.get("pull")
     if image is not None and env.state.ports:
-        return {sp.port: hp for sp, hp in zip(image.service_ports, env.state.ports,
-                                              strict=True)}
+        cports = [sp.port for sp in image.service_ports] + preopen_ports(env)
+        return dict(zip(cports, env.state.ports, strict=True))
     return {int(p["container_port"]): int(p["host_port"])
             for p in env.state.info.get("service_ports", [])}
+
+
+def preopen_ports(env: HookEnv) -> list[int]:
+    """The container ports the create asked to publish for the user's own servers."""
+    return [int(p) for p in env.state.config.get("preopen_ports") or ()]

@@ -13,6 +13,7 @@ from typing import Any
 
 from kernlet.actors.create_errors import connect_runtime
 from kernlet.actors.hooks.base import BaseHook, HookEnv
+from kernlet.actors.hooks.container import preopen_ports
 from kernlet.events import EventBody, KernelStarted
 
 __all__ = ["RuntimeHook"]
@@ -34,12 +35,19 @@ class RuntimeHook(BaseHook):
             {"name": sp.name, "protocol": sp.protocol, "container_port": sp.port,
              "host_port": hp}
             for sp, hp in zip(image.service_ports if image else (), s.ports, strict=False)
-        ] or list(s.info.get("service_ports", []))
+        ]
+        if image is not None:
+            service_ports += [
+                {"name": f"preopen-{cp}", "protocol": "preopen", "container_port": cp,
+                 "host_port": hp}
+                for cp, hp in zip(preopen_ports(env), s.ports[len(image.service_ports):],
+                                  strict=False)]
+        service_ports = service_ports or list(s.info.get("service_ports", []))
         info = {
             "id": env.kernel_id,
             "session_id": s.session_id,
             "agent_id": cfg.agent.id,
-            "host": cfg.container.bind_host,
+            "host": cfg.advertised_host,
             "container_id": s.container_id,
             "image": s.image,
             "resource_spec": dict(s.slots),
