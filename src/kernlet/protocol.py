@@ -20,7 +20,14 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+    model_validator,
+)
 
 from kernlet.errors import InvalidRequest, UnknownCommand
 
@@ -109,13 +116,18 @@ class RestartKernel(_Request):
     session_id: str = ""
 
 
+#: ``opts.output`` of a query execute: absent, the reference's console shape, or Jupyter's.
+OUTPUT_SHAPES = (None, "console", "jupyter")
+
+
 class Execute(_Request):
     kernel_id: KernelId
     session_id: str = ""
     run_id: Annotated[str, StringConstraints(min_length=1, max_length=64)]
     mode: Literal["query", "batch", "input", "continue"] = "query"
     code: str = ""
-    #: batch mode: {"clean": str, "build": str, "exec": str}
+    #: batch mode: {"clean": str, "build": str, "exec": str}; query mode: {"output":
+    #: "console" (default, the reference's console items) | "jupyter" (iopub message types)}
     opts: dict[str, str | None] = Field(default_factory=dict)
     #: seconds to collect output before answering "continued"; None: until finished/input
     flush_timeout: Annotated[float, Field(gt=0, le=3600)] | None = None
@@ -123,6 +135,12 @@ class Execute(_Request):
     stream: bool = False
     #: seconds the run may take; then it is interrupted and answered "exec-timeout"
     timeout: Annotated[float, Field(gt=0, le=7 * 24 * 3600)] | None = None
+
+    @model_validator(mode="after")
+    def _output_shape(self) -> Execute:
+        if self.mode == "query" and self.opts.get("output") not in OUTPUT_SHAPES:
+            raise ValueError(f"opts.output must be one of {', '.join(OUTPUT_SHAPES[1:])}")
+        return self
 
 
 class InterruptKernel(_Request):
