@@ -127,7 +127,8 @@ class Execute(_Request):
     mode: Literal["query", "batch", "input", "continue"] = "query"
     code: str = ""
     #: batch mode: {"clean": str, "build": str, "exec": str}; query mode: {"output":
-    #: "console" (default, the reference's console items) | "jupyter" (iopub message types)}
+    #: "console" (default, the reference's console items) | "jupyter" (iopub message types),
+    #: "stdin": "allow" (default: input() waits for an input call) | "refuse" (it raises)}
     opts: dict[str, str | None] = Field(default_factory=dict)
     #: seconds to collect output before answering "continued"; None: until finished/input
     flush_timeout: Annotated[float, Field(gt=0, le=3600)] | None = None
@@ -140,6 +141,8 @@ class Execute(_Request):
     def _output_shape(self) -> Execute:
         if self.mode == "query" and self.opts.get("output") not in OUTPUT_SHAPES:
             raise ValueError(f"opts.output must be one of {', '.join(OUTPUT_SHAPES[1:])}")
+        if self.mode == "query" and self.opts.get("stdin") not in (None, "allow", "refuse"):
+            raise ValueError("opts.stdin must be one of allow, refuse")
         return self
 
 

@@ -88,3 +88,13 @@ def test_unknown_shape_is_refused(client: Client) -> None:
     reply = client.wait_for(lambda m: m.get("t") == "error")
     assert "opts.output" in reply["data"]["message"]
     assert exit_code(client.run("1")) == 0  # the runtime goes on serving
+
+
+def test_interrupt_is_an_error_output(client: Client) -> None:
+    run_id = client.start("print('looping', flush=True)\nwhile True:\n    pass", opts=JUPYTER)
+    client.wait_for(lambda m: m.get("run_id") == run_id and m["t"] == "stream")
+    client.send({"op": "interrupt"})
+    msgs = client.collect(run_id)
+    assert exit_code(msgs) == 130
+    errors = [d for k, d in items(msgs) if k == "error"]
+    assert [e["ename"] for e in errors] == ["KeyboardInterrupt"]

@@ -36,7 +36,10 @@ __all__ = ["DEFAULT_OUTPUT_LIMIT", "OUTPUT_TYPES", "RunBook", "RunResult", "outp
 log = logging.getLogger(__name__)
 
 #: runtime message types that are console output of a run
-OUTPUT_TYPES = frozenset({"stdout", "stderr", "media", "html", "log"})
+#: console item types: the reference's, and the jupyter shape's iopub types
+OUTPUT_TYPES = frozenset({"stdout", "stderr", "media", "html", "log", "stream", "display_data",
+                          "execute_result", "update_display_data", "clear_output", "error",
+                          "execute_input"})
 _STEP_STOPS = {"build-finished", "clean-finished"}
 _STOPS = {"finished", "waiting-input", *_STEP_STOPS}
 #: output types the agent may drop (as the runtime's outbox: not ``log``, never the stops)
@@ -201,8 +204,9 @@ class RunBook:
             msg: dict[str, Any] = {"op": "execute", "run_id": run_id, "mode": mode}
             if mode == "query":
                 msg["code"] = code
-                if opts.get("output"):
-                    msg["opts"] = {"output": opts["output"]}
+                query_opts = {k: opts[k] for k in ("output", "stdin") if opts.get(k)}
+                if query_opts:
+                    msg["opts"] = query_opts
             else:
                 msg["opts"] = opts
             await self._send(msg)

@@ -209,10 +209,12 @@ class QueryEngine:
             return None
         return dict(run.waiting_input, run_id=run.run_id)
 
-    async def execute(self, run_id: str, code: str, emit: Emit, shape: str = "console") -> int:
+    async def execute(self, run_id: str, code: str, emit: Emit, shape: str = "console",
+                      allow_stdin: bool = True) -> int:
         """Run ``code``, its output in ``shape`` (``console`` or ``jupyter``, see
-        :mod:`kernlet.kernel.translate`); returns the exit code (0 ok, 1 error, 130
-        interrupted)."""
+        :mod:`kernlet.kernel.translate`); without ``allow_stdin`` the kernel refuses input()
+        itself (StdinNotImplementedError, as under nbclient). Returns the exit code (0 ok, 1
+        error, 130 interrupted)."""
         await self._ready_event.wait()
         async with self._lock:
             if self.ready and not await self.km.is_alive():
@@ -223,7 +225,8 @@ class QueryEngine:
                 emit("stderr", f"kernlet: {self.error or 'the kernel is not running'}\n")
                 return 1
             msg_id = self.kc.execute(
-                code, silent=False, store_history=True, allow_stdin=True, stop_on_error=False
+                code, silent=False, store_history=True, allow_stdin=allow_stdin,
+                stop_on_error=False,
             )
             run = Run(run_id, msg_id, emit, shape)
             self._replies[msg_id] = run.reply

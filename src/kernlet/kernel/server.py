@@ -277,6 +277,8 @@ class Runtime:
             raise TypeError("opts must be a map")
         if mode == "query" and opts.get("output", SHAPES[0]) not in SHAPES:
             raise ValueError(f"opts.output must be one of {', '.join(SHAPES)}")
+        if mode == "query" and opts.get("stdin", "allow") not in ("allow", "refuse"):
+            raise ValueError("opts.stdin must be allow or refuse")
         self._queue.append(_Run(run_id, mode, code, opts))
         self._queue_event.set()
 
@@ -335,7 +337,8 @@ class Runtime:
                     code = await self.batch.execute(run.opts, emit)
                 else:
                     shape = str(run.opts.get("output") or SHAPES[0])
-                    code = await self.query.execute(run.run_id, run.code, emit, shape)
+                    stdin = run.opts.get("stdin") != "refuse"
+                    code = await self.query.execute(run.run_id, run.code, emit, shape, stdin)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
