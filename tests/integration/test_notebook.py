@@ -236,3 +236,51 @@ def test_upload_and_existing_kernel(agent: AgentProcess, tmp_path: Path) -> None
     subprocess.run([sys.executable, "-m", "kernlet.cli", "kernel", "--config",
                     str(agent.config), "destroy", kid], capture_output=True, check=True,
                    timeout=120)
+
+
+STREAMED_CODE = (
+    "import sys\nfrom IPython.display import display, clear_output, Markdown\n"
+    "print('a', end='')\nprint('b')\nsys.stderr.write('e\\n')\n"
+    "h = display(Markdown('*one*'), display_id=True)\n"
+    "for i in range(3):\n    clear_output(wait=True)\n    print('frame', i)\n"
+    "h.update(Markdown('*two*'))\ndisplay(Markdown('*three*'), display_id=h.display_id)\n"
+    "6 * 7"
+)
+
+
+def _without_counts(outs: list[list[dict[str, Any]]]) -> Any:
+    """Execution counts out, also from a traceback's ``Cell In [3]``."""
+    plain = [[{k: v for k, v in o.items() if k != "execution_count"} for o in run]
+             for run in outs]
+    return json.loads(re.sub(r"In \[\d+\]", "In [N]", json.dumps(plain)))
+
+
+async def test_streaming_and_batched_give_the_same_outputs(agent: AgentProcess) -> None:
+    from kernlet.client import KernletClient
+    from kernlet.notebook import notebook_outputs
+
+    from integration.conftest import NATS_URL
+
+    async with KernletClient(NATS_URL, agent_id=agent.agent_id, timeout=120) as c:
+        kid = str((await c.create_kernel(IMAGE))["id"])
+        try:
+            runs = []
+            for code in (STREAMED_CODE, "1 / 0"):
+                batched = await c.execute(kid, code, opts={"output": "jupyter"})
+                assert batched["status"] == "finished"
+                streamed: list[tuple[str, Any]] = []
+                res = await c.run(kid, code, opts={"output": "jupyter"},
+                                  on_output=lambda k, d: streamed.append((k, d)))
+                assert res["exitCode"] == batched["exitCode"]
+                runs.append(([tuple(item) for item in batched["console"]], streamed))
+            for batched_items, streamed_items in runs:
+                assert _without_counts(notebook_outputs([batched_items])) == \
+                    _without_counts(notebook_outputs([streamed_items]))
+            (outs,) = notebook_outputs([runs[0][1]])
+            # the first frame's clear (wait) took a, b, e and the first display with it
+            assert [o["output_type"] for o in outs] == ["stream", "display_data",
+                                                        "execute_result"]
+            assert outs[0]["text"] == "frame 2\n"
+            assert outs[1]["data"]["text/markdown"] == "*three*"
+        finally:
+            await c.destroy_kernel(kid)
