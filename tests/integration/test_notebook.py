@@ -25,7 +25,9 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
-from integration.conftest import IMAGE, AgentProcess
+from integration.conftest import IMAGE, NATS_URL, AgentProcess
+from kernlet.client import KernletClient
+from kernlet.notebook import notebook_outputs
 
 pytestmark = pytest.mark.integration
 
@@ -233,6 +235,17 @@ def test_upload_and_existing_kernel(agent: AgentProcess, tmp_path: Path) -> None
     out = nbformat.read(str(dest), as_version=4).cells[1].outputs
     assert out == [{"output_type": "stream", "name": "stdout", "text": "uploaded contents\n"}]
     assert len(agent.containers()) == 1  # a kernel it did not create is kept
+    media = tmp_path / "media"
+    code = ("import base64\nfrom IPython.display import Image, SVG, display\n"
+            f"display(Image(data=base64.b64decode('{PNG}')))\ndisplay(SVG('{SVG}'))")
+    res = subprocess.run(
+        [sys.executable, "-m", "kernlet.cli", "kernel", "--config", str(agent.config), "exec",
+         kid, "--code", code, "--save-media", str(media)],
+        capture_output=True, text=True, timeout=120, check=False)
+    assert res.returncode == 0, res.stderr
+    assert sorted(p.name for p in media.iterdir()) == ["media-001.png", "media-002.svg"]
+    assert (media / "media-001.png").read_bytes() == base64.b64decode(PNG)
+    assert (media / "media-002.svg").read_text().startswith("<svg")
     subprocess.run([sys.executable, "-m", "kernlet.cli", "kernel", "--config",
                     str(agent.config), "destroy", kid], capture_output=True, check=True,
                    timeout=120)
@@ -256,10 +269,6 @@ def _without_counts(outs: list[list[dict[str, Any]]]) -> Any:
 
 
 async def test_streaming_and_batched_give_the_same_outputs(agent: AgentProcess) -> None:
-    from kernlet.client import KernletClient
-    from kernlet.notebook import notebook_outputs
-
-    from integration.conftest import NATS_URL
 
     async with KernletClient(NATS_URL, agent_id=agent.agent_id, timeout=120) as c:
         kid = str((await c.create_kernel(IMAGE))["id"])
@@ -270,7 +279,7 @@ async def test_streaming_and_batched_give_the_same_outputs(agent: AgentProcess) 
                 assert batched["status"] == "finished"
                 streamed: list[tuple[str, Any]] = []
                 res = await c.run(kid, code, opts={"output": "jupyter"},
-                                  on_output=lambda k, d: streamed.append((k, d)))
+                                  on_output=lambda k, d, got=streamed: got.append((k, d)))
                 assert res["exitCode"] == batched["exitCode"]
                 runs.append(([tuple(item) for item in batched["console"]], streamed))
             for batched_items, streamed_items in runs:

@@ -91,7 +91,7 @@ async def run_notebook(
             ok = False
             break
     for cell, outs, run in done:
-        cell.outputs = [nbformat.from_dict(out) for out in outs]
+        cell.outputs = [nbformat.from_dict(out) for out in outs]  # type: ignore[no-untyped-call]
         cell.execution_count = model.execution_counts[run]
     return ok
 
@@ -143,7 +143,7 @@ def run(ctx: click.Context, path: Path, out: Path | None, image: str | None,
     if image is not None and kernel_id is not None:
         raise click.UsageError("give at most one of --image and --kernel")
     try:
-        nb = nbformat.read(str(path), as_version=4)
+        nb = nbformat.read(str(path), as_version=4)  # type: ignore[no-untyped-call]
     except Exception as exc:
         raise click.ClickException(f"{path}: not a notebook: {exc}") from exc
     target = ctx.find_object(Target)
@@ -169,7 +169,7 @@ def run(ctx: click.Context, path: Path, out: Path | None, image: str | None,
     ok, kid = go(target, body)
     dest = out or path
     nbformat.validate(nb)
-    nbformat.write(nb, str(dest))
+    nbformat.write(nb, str(dest))  # type: ignore[no-untyped-call]
     if as_json:
         json_line({"type": "result", "data": {"path": str(dest), "ok": ok, "kernel_id": kid}})
     else:
