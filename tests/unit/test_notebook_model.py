@@ -97,3 +97,20 @@ def test_media_files_from_both_shapes() -> None:
                                  "data": f"data:image/png;base64,{png}"}) == [
         ("png", b"\x89PNG fake")]
     assert media_files("stream", {"name": "stdout", "text": "x"}) == []
+
+
+def test_execute_opts_output_and_stdin_are_validated() -> None:
+    import pytest
+
+    from kernlet.errors import InvalidRequest
+    from kernlet.protocol import parse_request
+
+    ok = parse_request("execute", {"kernel_id": "k", "run_id": "r",
+                                   "opts": {"output": "jupyter", "stdin": "refuse"}})
+    assert ok.opts == {"output": "jupyter", "stdin": "refuse"}  # type: ignore[attr-defined]
+    for bad in ({"output": "html"}, {"stdin": "maybe"}):
+        with pytest.raises(InvalidRequest, match=f"opts.{next(iter(bad))}"):
+            parse_request("execute", {"kernel_id": "k", "run_id": "r", "opts": bad})
+    batch = parse_request("execute", {"kernel_id": "k", "run_id": "r", "mode": "batch",
+                                      "opts": {"exec": "true"}})
+    assert batch.opts == {"exec": "true"}  # type: ignore[attr-defined]
