@@ -3,11 +3,17 @@ process and ipykernel (as tests/unit/test_runtime.py drives them)."""
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
-from test_runtime import Client, exit_code, launch_runtime
+from test_runtime import SRC, Client, exit_code, launch_runtime
 
 from kernlet.kernel.translate import strip_ansi
 from kernlet.notebook import notebook_outputs
@@ -98,3 +104,56 @@ def test_interrupt_is_an_error_output(client: Client) -> None:
     assert exit_code(msgs) == 130
     errors = [d for k, d in items(msgs) if k == "error"]
     assert [e["ename"] for e in errors] == ["KeyboardInterrupt"]
+
+
+def _spec_dir(base: Path) -> Path:
+    spec = base / "jupyter" / "kernels" / "kernlet-test-spec"
+    spec.mkdir(parents=True)
+    (spec / "kernel.json").write_text(json.dumps({
+        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+        "display_name": "from a kernelspec", "language": "python",
+        "env": {"KERNLET_SPEC_MARK": "started-from-the-spec"},
+    }))
+    return base / "jupyter"
+
+
+def test_the_kernelspec_named_by_the_environment_is_started(tmp_path: Path) -> None:
+    env = {"KERNLET_JUPYTER_KERNEL": "kernlet-test-spec", "JUPYTER_PATH": str(_spec_dir(tmp_path))}
+    (tmp_path / "rt").mkdir()
+    with launch_runtime(tmp_path / "rt", environ=env) as sock:
+        c = Client(sock)
+        try:
+            msgs = c.run("import os; print(os.environ.get('KERNLET_SPEC_MARK'))")
+            assert [m["data"] for m in msgs if m["t"] == "stdout"] == ["started-from-the-spec\n"]
+            assert c.request("status")["data"]["runtime"] == "python"
+        finally:
+            c.close()
+
+
+def test_a_missing_kernelspec_is_reported(tmp_path: Path) -> None:
+    sock = tmp_path / "runtime.sock"
+    env = dict(os.environ, PYTHONPATH=str(SRC), KERNLET_JUPYTER_KERNEL="no-such-spec",
+               JUPYTER_PATH=str(tmp_path))
+    proc = subprocess.Popen([sys.executable, "-m", "kernlet.kernel", "--socket", str(sock),
+                             "--workdir", str(tmp_path)], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert time.monotonic() < deadline, "no status with an error"
+            if sock.exists():
+                try:
+                    c = Client(str(sock))
+                except ConnectionRefusedError:
+                    time.sleep(0.1)
+                    continue
+                status = c.request("status")["data"]
+                c.close()
+                if status["error"]:
+                    break
+            time.sleep(0.1)
+        assert status["ready"] is False
+        assert "no-such-spec" in status["error"]
+    finally:
+        proc.terminate()
+        proc.wait(15)
