@@ -5,8 +5,11 @@ from __future__ import annotations
 import base64
 
 import nbformat
+import pytest
 
+from kernlet.errors import InvalidRequest
 from kernlet.notebook import NotebookOutputs, media_files, notebook_outputs
+from kernlet.protocol import parse_request
 
 
 def stream(text: str, name: str = "stdout") -> tuple[str, dict[str, str]]:
@@ -100,11 +103,6 @@ def test_media_files_from_both_shapes() -> None:
 
 
 def test_execute_opts_output_and_stdin_are_validated() -> None:
-    import pytest
-
-    from kernlet.errors import InvalidRequest
-    from kernlet.protocol import parse_request
-
     ok = parse_request("execute", {"kernel_id": "k", "run_id": "r",
                                    "opts": {"output": "jupyter", "stdin": "refuse"}})
     assert ok.opts == {"output": "jupyter", "stdin": "refuse"}  # type: ignore[attr-defined]
