@@ -329,11 +329,12 @@ class KernletClient(ImageCalls):
         self, kernel_id: str, code: str = "", mode: str = "query",
         opts: dict[str, Any] | None = None, on_output: OutputCallback | None = None,
         on_input: InputCallback | None = None, timeout: float | None = None,
+        run_id: str | None = None,
     ) -> dict[str, Any]:
         """Run code to the end, streaming output to ``on_output``; answers input via
         ``on_input`` (returning None declines: the run is interrupted, as without
         ``on_input``). Returns the final result (``status``, ``exitCode``)."""
-        run_id = uuid.uuid4().hex
+        run_id = run_id or uuid.uuid4().hex
         call_mode, text = mode, code
         while True:
             result: dict[str, Any] = {}

@@ -21,6 +21,7 @@ import tempfile
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,12 +29,21 @@ from kernlet.layout import WORK_IN_CONTAINER
 
 __all__ = [
     "DEFAULT_PYTHON_TAG",
+    "DEFAULT_R_TAG",
+    "JUPYTER_KERNEL_ENV",
+    "JUPYTER_KERNEL_LABEL",
     "KERNELSPEC_LABEL",
+    "KINDS",
     "PYTHON_IMAGE_LABELS",
     "PYTHON_PACKAGES",
+    "R_IMAGE_LABELS",
+    "R_PACKAGES",
     "SERVICE_PORTS_LABEL",
     "ImageError",
+    "ImageKind",
+    "build_commands",
     "build_log_path",
+    "ensure_image",
     "ensure_python_image",
     "image_id",
     "list_images",
@@ -44,6 +54,12 @@ DEFAULT_PYTHON_TAG = "kernlet/python:3.11"  # bookworm's python3 is 3.11
 SUITE = "bookworm"
 KERNELSPEC_LABEL = "ai.kernlet.kernelspec"
 SERVICE_PORTS_LABEL = "ai.kernlet.service-ports"  # format: kernlet.runner.services
+#: The Jupyter kernelspec (a name under /usr/share/jupyter/kernels) whose kernel query mode
+#: drives; absent: the runtime's own ipykernel spec. The build also sets it as the image's
+#: environment variable :data:`JUPYTER_KERNEL_ENV`, which is how the runtime reads it.
+JUPYTER_KERNEL_LABEL = "ai.kernlet.jupyter-kernel"
+JUPYTER_KERNEL_ENV = "KERNLET_JUPYTER_KERNEL"
+DEFAULT_R_TAG = "kernlet/r:4.2"  # bookworm's r-base-core is 4.2
 WORK_UID = WORK_GID = 1000
 WORK_HOME = WORK_IN_CONTAINER
 
@@ -89,6 +105,33 @@ PYTHON_IMAGE_ENV: dict[str, str] = {
     "MPLBACKEND": "module://matplotlib_inline.backend_inline",
 }
 
+#: The R image: IRkernel from Debian, and the Python that the runtime itself needs.
+R_PACKAGES: tuple[str, ...] = (
+    "python3",
+    "python3-jupyter-client",
+    "python3-msgpack",
+    "r-base-core",
+    "r-cran-irkernel",
+    "ca-certificates",
+    "procps",
+)
+
+R_IMAGE_LABELS: dict[str, str] = {
+    KERNELSPEC_LABEL: "1",
+    JUPYTER_KERNEL_LABEL: "ir",
+    "ai.kernlet.runtime-type": "r",
+    "ai.kernlet.runtime-path": "/usr/bin/R",
+    "ai.kernlet.features": "query,batch,input,interrupt,complete",
+    "ai.kernlet.built-by": "kernlet image build",
+}
+
+R_IMAGE_ENV: dict[str, str] = {
+    "PATH": PYTHON_IMAGE_ENV["PATH"],
+    "LANG": "C.UTF-8",
+    "HOME": WORK_HOME,
+    JUPYTER_KERNEL_ENV: R_IMAGE_LABELS[JUPYTER_KERNEL_LABEL],
+}
+
 # Shell run by mmdebstrap on the host once the tree is complete; $1 is the tree's root.
 _ADD_WORK_USER = f"""
 set -e
@@ -110,6 +153,18 @@ _CHECK_MODULES = " && ".join(
         "/usr/share/nodejs/xterm/lib/public/Terminal.js",  # runner/terminal.py's XTERM_LIB
     )
 )
+# Debian's r-cran-irkernel ships the R code, not a kernelspec: write the one that
+# IRkernel::installspec() would (its argv, display name and language).
+_IR_SPEC = json.dumps({
+    "argv": ["/usr/bin/R", "--slave", "-e", "IRkernel::main()", "--args", "{connection_file}"],
+    "display_name": "R", "language": "R", "interrupt_mode": "signal",
+})
+_ADD_IR_SPEC = (
+    'test -e "$1/usr/share/jupyter/kernels/ir/kernel.json" || '
+    '{ mkdir -p "$1/usr/share/jupyter/kernels/ir" && '
+    f"printf '%s' '{_IR_SPEC}' > \"$1/usr/share/jupyter/kernels/ir/kernel.json\"; }}"
+)
+_CHECK_R = 'test -e "$1/usr/lib/R/site-library/IRkernel" && test -e "$1/usr/bin/R"'
 _TRIM = 'rm -rf "$1"/var/lib/apt/lists/* "$1"/var/cache/apt/* "$1"/var/log/apt/* "$1"/tmp/*'
 _EXCLUDED_PATHS = (
     "/usr/share/man/*",
@@ -120,6 +175,32 @@ _EXCLUDED_PATHS = (
 )
 
 
+@dataclass(frozen=True, slots=True)
+class ImageKind:
+    """What ``kernlet image build KIND`` makes: packages, labels, environment, checks."""
+
+    name: str
+    default_tag: str
+    packages: tuple[str, ...]
+    labels: dict[str, str]
+    env: dict[str, str]
+    hooks: tuple[str, ...]  # mmdebstrap customize hooks after the work user is added
+    describe: str
+
+
+KINDS: dict[str, ImageKind] = {
+    "python": ImageKind(
+        "python", DEFAULT_PYTHON_TAG, PYTHON_PACKAGES, PYTHON_IMAGE_LABELS, PYTHON_IMAGE_ENV,
+        (_CHECK_MODULES,),
+        "Python 3.11 on ipykernel, with IPython display, matplotlib, numpy, notebook",
+    ),
+    "r": ImageKind(
+        "r", DEFAULT_R_TAG, R_PACKAGES, R_IMAGE_LABELS, R_IMAGE_ENV, (_ADD_IR_SPEC, _CHECK_R),
+        "R 4.2 on IRkernel (Debian's r-base-core, r-cran-irkernel); png plots as images",
+    ),
+}
+
+
 class ImageError(Exception):
     """An image could not be built or inspected; the message says why and where to look."""
 
@@ -128,9 +209,9 @@ def _state_dir() -> Path:
     return Path(os.environ.get("KERNLET_IMAGE_DIR") or "/var/lib/kernlet/images")
 
 
-def build_log_path() -> Path:
-    """Where ``ensure_python_image`` writes its build log unless told otherwise."""
-    return _state_dir() / "build-python.log"
+def build_log_path(kind: str = "python") -> Path:
+    """Where ``ensure_image`` writes its build log unless told otherwise."""
+    return _state_dir() / f"build-{kind}.log"
 
 
 def _docker(*args: str, input_path: Path | None = None) -> str:
@@ -177,28 +258,33 @@ def list_images() -> list[dict[str, Any]]:
 
 def python_build_commands(tar: Path, tag: str) -> tuple[list[str], list[str]]:
     """The two commands that build the Python image: mmdebstrap into ``tar``, docker import."""
+    return build_commands(KINDS["python"], tar, tag)
+
+
+def build_commands(kind: ImageKind, tar: Path, tag: str) -> tuple[list[str], list[str]]:
+    """The two commands that build ``kind``'s image: mmdebstrap into ``tar``, docker import."""
     mmdebstrap = [
         "mmdebstrap",
         "--variant=apt",
         "--format=tar",
-        f"--include={','.join(PYTHON_PACKAGES)}",
+        f"--include={','.join(kind.packages)}",
         '--aptopt=Acquire::Retries "3"',
         '--aptopt=APT::Install-Recommends "false"',  # recommends tripled the size (sympy, gcc)
         *(f"--dpkgopt=path-exclude={path}" for path in _EXCLUDED_PATHS),
         "--dpkgopt=path-include=/usr/share/doc/*/copyright",
         f"--customize-hook={_ADD_WORK_USER}",
-        f"--customize-hook={_CHECK_MODULES}",
+        *(f"--customize-hook={hook}" for hook in kind.hooks),
         f"--customize-hook={_TRIM}",
         SUITE,
         str(tar),
     ]
-    changes = [f"LABEL {json.dumps(k)}={json.dumps(v)}" for k, v in PYTHON_IMAGE_LABELS.items()]
-    changes += [f"ENV {k}={json.dumps(v)}" for k, v in PYTHON_IMAGE_ENV.items()]
+    changes = [f"LABEL {json.dumps(k)}={json.dumps(v)}" for k, v in kind.labels.items()]
+    changes += [f"ENV {k}={json.dumps(v)}" for k, v in kind.env.items()]
     changes += [f"WORKDIR {WORK_HOME}", 'CMD ["/usr/bin/python3"]']
     docker_import = [
         "docker", "import",
         *(arg for change in changes for arg in ("--change", change)),
-        "--message", f"kernlet image build python ({SUITE})",
+        "--message", f"kernlet image build {kind.name} ({SUITE})",
         str(tar), tag,
     ]  # fmt: skip
     return mmdebstrap, docker_import
@@ -228,25 +314,41 @@ def ensure_python_image(
     on_log: Callable[[str], None] = _nothing,
     log_file: Path | None = None,
 ) -> str:
-    """Return the id of the Python kernel image ``tag``, building it first when needed.
+    """:func:`ensure_image` of the Python kind."""
+    return ensure_image("python", tag, rebuild, on_phase=on_phase, on_log=on_log,
+                        log_file=log_file)
+
+
+def ensure_image(
+    kind: str,
+    tag: str | None = None,
+    rebuild: bool = False,
+    *,
+    on_phase: Callable[[str], None] = _nothing,
+    on_log: Callable[[str], None] = _nothing,
+    log_file: Path | None = None,
+) -> str:
+    """Return the id of the ``kind`` kernel image ``tag``, building it first when needed.
 
     An existing image with that tag is reused unless ``rebuild``. ``on_phase`` is told
     "bootstrapping", then "importing"; ``on_log`` gets each line mmdebstrap prints. The whole
-    log is written to ``log_file`` (default: /var/lib/kernlet/images/build-python.log, or
+    log is written to ``log_file`` (default: /var/lib/kernlet/images/build-KIND.log, or
     under $KERNLET_IMAGE_DIR).
     """
+    spec = KINDS[kind]
+    tag = tag or spec.default_tag
     state = _state_dir()
     with _build_lock(state):
         old = image_id(tag)
         if old is not None and not rebuild:
             return old
-        log_path = log_file or build_log_path()
+        log_path = log_file or build_log_path(kind)
         for tool in ("mmdebstrap", "docker"):
             if shutil.which(tool) is None:
                 raise ImageError(f"{tool} is not installed; run `kernlet halfstack up`")
         with tempfile.TemporaryDirectory(prefix="kernlet-image-", dir=state) as tmp:
             tar = Path(tmp) / "rootfs.tar"
-            mmdebstrap, docker_import = python_build_commands(tar, tag)
+            mmdebstrap, docker_import = build_commands(spec, tar, tag)
             log_path.parent.mkdir(parents=True, exist_ok=True)
             with log_path.open("w") as log:
                 on_phase("bootstrapping")

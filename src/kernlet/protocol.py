@@ -27,6 +27,7 @@ from pydantic import (
     StringConstraints,
     ValidationError,
     field_validator,
+    model_validator,
 )
 
 from kernlet.cluster import plan_cluster
@@ -199,13 +200,19 @@ class RestartKernel(_Request):
     session_id: str = ""
 
 
+#: ``opts.output`` of a query execute: absent, the reference's console shape, or Jupyter's.
+OUTPUT_SHAPES = (None, "console", "jupyter")
+
+
 class Execute(_Request):
     kernel_id: KernelId
     session_id: str = ""
     run_id: Annotated[str, StringConstraints(min_length=1, max_length=64)]
     mode: Literal["query", "batch", "input", "continue"] = "query"
     code: str = ""
-    #: batch mode: {"clean": str, "build": str, "exec": str}
+    #: batch mode: {"clean": str, "build": str, "exec": str}; query mode: {"output":
+    #: "console" (default, the reference's console items) | "jupyter" (iopub message types),
+    #: "stdin": "allow" (default: input() waits for an input call) | "refuse" (it raises)}
     opts: dict[str, str | None] = Field(default_factory=dict)
     #: seconds to collect output before answering "continued"; None: until finished/input
     flush_timeout: Annotated[float, Field(gt=0, le=3600)] | None = None
@@ -216,6 +223,14 @@ class Execute(_Request):
     #: streaming flow control: bytes of output messages the caller may have unacknowledged
     #: (``ack_output``); None: no flow control
     credit: Annotated[int, Field(ge=64 * 1024, le=1024**3)] | None = None
+
+    @model_validator(mode="after")
+    def _output_shape(self) -> Execute:
+        if self.mode == "query" and self.opts.get("output") not in OUTPUT_SHAPES:
+            raise ValueError(f"opts.output must be one of {', '.join(OUTPUT_SHAPES[1:])}")
+        if self.mode == "query" and self.opts.get("stdin") not in (None, "allow", "refuse"):
+            raise ValueError("opts.stdin must be one of allow, refuse")
+        return self
 
 
 class AckOutput(_Request):

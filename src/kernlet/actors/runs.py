@@ -36,11 +36,15 @@ __all__ = ["DEFAULT_OUTPUT_LIMIT", "OUTPUT_TYPES", "RunBook", "RunResult", "outp
 log = logging.getLogger(__name__)
 
 #: runtime message types that are console output of a run
-OUTPUT_TYPES = frozenset({"stdout", "stderr", "media", "html", "log"})
+#: console item types: the reference's, and the jupyter shape's iopub types
+OUTPUT_TYPES = frozenset({"stdout", "stderr", "media", "html", "log", "stream", "display_data",
+                          "execute_result", "update_display_data", "clear_output", "error",
+                          "execute_input"})
 _STEP_STOPS = {"build-finished", "clean-finished"}
 _STOPS = {"finished", "waiting-input", *_STEP_STOPS}
 #: output types the agent may drop (as the runtime's outbox: not ``log``, never the stops)
-_DROPPABLE = frozenset({"stdout", "stderr", "media", "html"})
+_DROPPABLE = frozenset({"stdout", "stderr", "media", "html", "stream", "display_data",
+                        "execute_result", "update_display_data"})
 DEFAULT_OUTPUT_LIMIT = 8 * 1024 * 1024
 #: largest batch of items handed to a sink at once (one NATS message each)
 SINK_BATCH = 256 * 1024
@@ -50,7 +54,9 @@ _OVERHEAD = 64
 def output_size(kind: str, data: Any) -> int:
     """Bytes counted for one console item (as the runtime's outbox counts a message)."""
     if isinstance(data, dict):
-        data = data.get("data")
+        data = data.get("data", data.get("text"))
+    if isinstance(data, dict):  # a jupyter-shape MIME bundle
+        return sum(len(v) for v in data.values() if isinstance(v, str)) + _OVERHEAD
     return (len(data) if isinstance(data, str | bytes) else 0) + _OVERHEAD
 
 Sink = Callable[[list[list[Any]]], Awaitable[None]]
@@ -196,7 +202,13 @@ class RunBook:
                 self._unblock(self._runs[other])
                 await self._runs[other].done.wait()
             msg: dict[str, Any] = {"op": "execute", "run_id": run_id, "mode": mode}
-            msg.update({"code": code} if mode == "query" else {"opts": opts})
+            if mode == "query":
+                msg["code"] = code
+                query_opts = {k: opts[k] for k in ("output", "stdin") if opts.get(k)}
+                if query_opts:
+                    msg["opts"] = query_opts
+            else:
+                msg["opts"] = opts
             await self._send(msg)
             if timeout is not None:
                 self._guard(run, timeout, timeout)

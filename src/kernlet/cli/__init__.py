@@ -31,7 +31,8 @@ def _register() -> None:
     import kernlet.cli.kernel_commit
     import kernlet.cli.kernel_exec
     import kernlet.cli.kernel_files
-    import kernlet.cli.log  # noqa: F401
+    import kernlet.cli.log
+    import kernlet.cli.notebook  # noqa: F401
 
 
 _register()

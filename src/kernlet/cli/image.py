@@ -39,17 +39,23 @@ def image() -> None:
 
 
 @image.command()
-@click.argument("kind", type=click.Choice(["python"]))
-@click.option("--tag", default=images.DEFAULT_PYTHON_TAG, show_default=True)
+@click.argument("kind", type=click.Choice(sorted(images.KINDS)), required=False)
+@click.option("--tag", default=None,
+              help="Image tag [default: the kind's, e.g. kernlet/python:3.11, kernlet/r:4.2].")
 @click.option("--rebuild", is_flag=True, help="Build even if an image with that tag exists.")
 @click.option(
     "--log-file",
     type=click.Path(dir_okay=False, path_type=Path),
     default=None,
-    help="Where the build log goes [default: /var/lib/kernlet/images/build-python.log].",
+    help="Where the build log goes [default: /var/lib/kernlet/images/build-KIND.log].",
 )
-def build(kind: str, tag: str, rebuild: bool, log_file: Path | None) -> None:
-    """Build the KIND kernel image (only "python" for now), or reuse the existing one."""
+def build(kind: str | None, tag: str | None, rebuild: bool, log_file: Path | None) -> None:
+    """Build the KIND kernel image, or reuse the existing one; without KIND, list the kinds."""
+    if kind is None:
+        table(["kind", "default tag", "what"],
+              [[k.name, k.default_tag, k.describe] for k in images.KINDS.values()])
+        return
+    tag = tag or images.KINDS[kind].default_tag
     started = time.monotonic()
     phases: list[tuple[str, float]] = []  # (name, start time), in order
 
@@ -70,7 +76,7 @@ def build(kind: str, tag: str, rebuild: bool, log_file: Path | None) -> None:
 
         def on_phase(name: str) -> None:
             if not phases:
-                log = log_file or images.build_log_path()
+                log = log_file or images.build_log_path(kind)
                 progress.console.print(f"building {tag}; log: {log}")
             end_phase()
             phases.append((name, time.monotonic()))
@@ -80,8 +86,8 @@ def build(kind: str, tag: str, rebuild: bool, log_file: Path | None) -> None:
             progress.update(task, line=line[:60])
 
         try:
-            image_id = images.ensure_python_image(
-                tag, rebuild, on_phase=on_phase, on_log=on_log, log_file=log_file
+            image_id = images.ensure_image(
+                kind, tag, rebuild, on_phase=on_phase, on_log=on_log, log_file=log_file
             )
         except images.ImageError as exc:
             raise click.ClickException(str(exc)) from exc

@@ -12,15 +12,17 @@ import asyncio
 import signal
 import sys
 import threading
+from pathlib import Path
 from typing import Any
 
 import click
 
 from kernlet.cli._out import json_line
-from kernlet.cli._remote import INTERRUPTED, RUN_TIMEOUT, go
+from kernlet.cli._remote import EX_IOERR, INTERRUPTED, RUN_TIMEOUT, fail, go
 from kernlet.cli.kernel import kernel, target
 from kernlet.client import KernletClient
 from kernlet.errors import KernletError
+from kernlet.notebook import media_files
 
 __all__ = ["exec_", "exit_status"]
 
@@ -41,10 +43,14 @@ command's exit code), or
 class _Session:
     """One exec: prints output, answers prompts, turns Ctrl-C into interrupt_kernel."""
 
-    def __init__(self, client: KernletClient, kernel_id: str, as_json: bool) -> None:
+    def __init__(self, client: KernletClient, kernel_id: str, as_json: bool,
+                 save_media: Path | None = None) -> None:
         self.client = client
         self.kernel_id = kernel_id
         self.as_json = as_json
+        self.save_media = save_media
+        #: the files written under ``save_media``, in order
+        self.saved: list[Path] = []
         self.interrupts = 0
         self._prompt: asyncio.Future[str | None] | None = None
         self._main: asyncio.Task[Any] | None = None
@@ -72,6 +78,8 @@ class _Session:
     # -- output and input ------------------------------------------------------------------
 
     def out(self, kind: str, data: Any) -> None:
+        if self.save_media is not None:
+            self._save(kind, data)
         if self.as_json:
             json_line({"type": kind, "data": data})
         elif kind == "stdout":
@@ -82,6 +90,19 @@ class _Session:
             click.echo(f"[media {data.get('type') if isinstance(data, dict) else ''}]")
         elif kind == "html":
             click.echo(f"[html {len(data)} chars]")
+
+    def _save(self, kind: str, data: Any) -> None:
+        assert self.save_media is not None
+        for ext, blob in media_files(kind, data):
+            path = self.save_media / f"media-{len(self.saved) + 1:03d}.{ext}"
+            try:
+                self.save_media.mkdir(parents=True, exist_ok=True)
+                path.write_bytes(blob)
+            except OSError as exc:
+                fail("OSError", f"--save-media: {exc}", EX_IOERR)
+            self.saved.append(path)
+            if not self.as_json:
+                click.echo(f"[saved {path}]", err=True)
 
     async def ask(self, prompt: dict[str, Any]) -> str | None:
         """Read the answer in a daemon thread, so Ctrl-C (handled on the loop) still works."""
@@ -144,12 +165,15 @@ class _Session:
 @click.option("--build", default=None, help="batch mode: build command run before the code")
 @click.option("--run-timeout", type=click.FloatRange(min=0.001), default=None,
               help="seconds the run may take; past them the agent interrupts it (exit 124)")
+@click.option("--save-media", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="write each image received (png, jpeg, gif, svg) to DIR/media-NNN.EXT")
 @click.option("--json", "as_json", is_flag=True,
               help='JSON lines: one {"type", "data"} per output item, then '
               '{"type": "result", "data": {status, exitCode, ...}}')
 @click.pass_context
 def exec_(ctx: click.Context, kernel_id: str, code: str | None, file: Any, mode: str,
-          build: str | None, run_timeout: float | None, as_json: bool) -> None:
+          build: str | None, run_timeout: float | None, save_media: Path | None,
+          as_json: bool) -> None:
     """Run code in KERNEL_ID, stream its output, exit with its exit status.
 
     Ctrl-C interrupts the run in the kernel and waits for it to end; a second Ctrl-C
@@ -161,7 +185,7 @@ def exec_(ctx: click.Context, kernel_id: str, code: str | None, file: Any, mode:
     state: dict[str, _Session] = {}
 
     async def body(c: KernletClient) -> dict[str, Any] | None:
-        s = state["s"] = _Session(c, kernel_id, as_json)
+        s = state["s"] = _Session(c, kernel_id, as_json, save_media)
         return await s.run(text if mode == "query" else "", mode, opts, run_timeout)
 
     res = go(target(ctx), body)

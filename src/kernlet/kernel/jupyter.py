@@ -6,8 +6,12 @@ and decodes with :func:`decode`. Works with jupyter_client 7.4 (Debian bookworm,
 kernel image) and 8.x (the host venv). jupyter_client is imported when a kernel is started,
 not when this module is.
 
-The kernel is started from a kernelspec this module writes, whose argv is this very
-interpreter running ``ipykernel_launcher``: the runtime and the kernel always share one Python.
+The kernel is the one the image names: ``$KERNLET_JUPYTER_KERNEL`` (which ``kernlet image
+build`` sets from the image's ``ai.kernlet.jupyter-kernel`` label, e.g. ``ir`` for R) is a
+kernelspec looked up in Jupyter's usual directories (/usr/share/jupyter/kernels, ...) and
+started from its argv. Without it, the kernel is started from a kernelspec this module
+writes, whose argv is this very interpreter running ``ipykernel_launcher``: the runtime and
+the kernel always share one Python.
 """
 
 from __future__ import annotations
@@ -25,7 +29,16 @@ from typing import Any
 
 log = logging.getLogger("kernlet.kernel.query")
 
-__all__ = ["connect", "decode", "kernel_pid", "read_channel", "start_kernel", "stop_kernel"]
+__all__ = [
+    "KERNEL_ENV",
+    "connect",
+    "decode",
+    "kernel_language",
+    "kernel_pid",
+    "read_channel",
+    "start_kernel",
+    "stop_kernel",
+]
 
 Handler = Callable[[dict[str, Any]], None]
 
@@ -34,6 +47,9 @@ _DELIM = b"<IDS|MSG>"
 #: ipykernel.kernelspec, which in ipykernel 6 (the image's) imports the kernel's whole stack
 #: (IPython, debugpy: 600 modules, 32 MiB) into the runtime, which never uses it.
 KERNEL_NAME = "kernlet-python3"
+#: The environment variable naming the image's kernelspec (kernlet.images.JUPYTER_KERNEL_ENV:
+#: the runtime does not import the agent's modules).
+KERNEL_ENV = "KERNLET_JUPYTER_KERNEL"
 #: Messages read from a ready channel before yielding to the event loop.
 _BURST = 64
 
@@ -88,10 +104,16 @@ async def start_kernel(base: Path, workdir: str) -> Any:
     from jupyter_client.kernelspec import KernelSpecManager
     from jupyter_client.manager import AsyncKernelManager
 
-    ksm = KernelSpecManager(
-        kernel_dirs=[str(_write_kernelspec(base))], ensure_native_kernel=False
-    )
-    km = AsyncKernelManager(kernel_name=KERNEL_NAME, kernel_spec_manager=ksm)
+    named = os.environ.get(KERNEL_ENV, "").strip()
+    if named:
+        # Jupyter's own search path (user, env, system dirs); never the native ipykernel.
+        ksm = KernelSpecManager(ensure_native_kernel=False)
+        ksm.get_kernel_spec(named)  # NoSuchKernel, naming it, when the image lacks it
+    else:
+        ksm = KernelSpecManager(
+            kernel_dirs=[str(_write_kernelspec(base))], ensure_native_kernel=False
+        )
+    km = AsyncKernelManager(kernel_name=named or KERNEL_NAME, kernel_spec_manager=ksm)
     km.connection_file = str(base / "connection.json")
     # Unix sockets beside the connection file: no TCP ports open in the container.
     km.transport = "ipc"
@@ -103,6 +125,12 @@ async def start_kernel(base: Path, workdir: str) -> Any:
     env.setdefault("PYDEVD_DISABLE_FILE_VALIDATION", "1")
     await km.start_kernel(env=env, cwd=workdir)
     return km
+
+
+def kernel_language(km: Any) -> str:
+    """The language of ``km``'s kernelspec, lower case ("python", "r"); "python" unknown."""
+    spec = getattr(km, "kernel_spec", None)
+    return str(getattr(spec, "language", "") or "python").lower()
 
 
 def connect(km: Any) -> Any:

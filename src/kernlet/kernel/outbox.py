@@ -23,8 +23,9 @@ __all__ = ["DROPPABLE", "MERGE_LIMIT", "STREAMS", "Outbox"]
 
 #: Message types whose text is merged with the previous message of the same run and type.
 STREAMS = frozenset({"stdout", "stderr"})
-#: Message types that may be dropped when the buffer is full.
-DROPPABLE = frozenset({"stdout", "stderr", "media", "html"})
+#: Message types that may be dropped when the buffer is full (the jupyter shape's too).
+DROPPABLE = frozenset({"stdout", "stderr", "media", "html", "stream", "display_data",
+                       "execute_result", "update_display_data"})
 #: Largest text (characters) of one stream message, merged or split.
 MERGE_LIMIT = 64 * 1024
 #: Bytes counted for a message beyond its payload.
@@ -36,9 +37,11 @@ def _size(msg: dict[str, Any]) -> int:
     if isinstance(data, str):
         return len(data) + _OVERHEAD
     if isinstance(data, dict):
-        inner = data.get("data")
+        inner = data.get("data", data.get("text"))
         if isinstance(inner, str):
             return len(inner) + _OVERHEAD
+        if isinstance(inner, dict):  # a jupyter-shape MIME bundle
+            return sum(len(v) for v in inner.values() if isinstance(v, str)) + _OVERHEAD
     return _OVERHEAD
 
 
@@ -75,6 +78,8 @@ class Outbox:
         """Queue one run message (it must have ``t`` and ``run_id``); merges stream text."""
         kind = msg["t"]
         data = msg.get("data")
+        if kind == "stream" and isinstance(data, dict) and self._merge_stream(msg, data):
+            return
         if kind in STREAMS and isinstance(data, str):
             if not data:
                 return
@@ -98,6 +103,27 @@ class Outbox:
                 return
         self._append(msg)
         self._enforce_limit()
+
+    def _merge_stream(self, msg: dict[str, Any], data: dict[str, Any]) -> bool:
+        """A jupyter-shape stream message: its text joins the previous pending one of the
+        same run and stream name (True), as a notebook would merge them."""
+        last = self._pending[-1] if self._pending else None
+        text = data.get("text")
+        if (
+            last is None
+            or last.note
+            or last.msg["t"] != "stream"
+            or last.msg["run_id"] != msg["run_id"]
+            or not isinstance(text, str)
+            or last.msg["data"].get("name") != data.get("name")
+            or len(last.msg["data"]["text"]) + len(text) > MERGE_LIMIT
+        ):
+            return False
+        last.msg["data"] = dict(last.msg["data"], text=last.msg["data"]["text"] + text)
+        last.size += len(text)
+        self.pending_bytes += len(text)
+        self._enforce_limit()
+        return True
 
     def _append(self, msg: dict[str, Any]) -> None:
         self.seq += 1

@@ -65,6 +65,8 @@ class QueryEngine:
         self.error: str | None = None
         self.km: Any = None
         self.kc: Any = None
+        #: the kernel's language from its kernelspec ("python" until it is known)
+        self.language = "python"
         self._dir = Path(tempfile.mkdtemp(prefix="kernlet-runtime-"))
         self._replies: dict[str, asyncio.Future[dict[str, Any]]] = {}
         self._iopub_parents: set[str] = set()
@@ -93,8 +95,9 @@ class QueryEngine:
             return
         self.ready = True
         self.error = None
+        self.language = jupyter.kernel_language(self.km)
         self._ready_event.set()
-        log.info("ipykernel ready (pid %s)", self.kernel_pid())
+        log.info("%s kernel ready (pid %s)", self.language, self.kernel_pid())
         self._readers.append(asyncio.create_task(self._watch()))
 
     async def _watch(self) -> None:
@@ -187,7 +190,7 @@ class QueryEngine:
                 self._iopub_parents.discard(parent)
             elif kind == "stream" and run is not None:
                 # Output of a thread started by an earlier cell: show it with the current run.
-                run.emit(content.get("name", "stdout"), content.get("text", ""))
+                run.stream(content.get("name", "stdout"), content.get("text", ""))
             return
         on_iopub(run, kind, content)
 
@@ -206,8 +209,12 @@ class QueryEngine:
             return None
         return dict(run.waiting_input, run_id=run.run_id)
 
-    async def execute(self, run_id: str, code: str, emit: Emit) -> int:
-        """Run ``code``; returns the exit code (0 ok, 1 error, 130 interrupted)."""
+    async def execute(self, run_id: str, code: str, emit: Emit, shape: str = "console",
+                      allow_stdin: bool = True) -> int:
+        """Run ``code``, its output in ``shape`` (``console`` or ``jupyter``, see
+        :mod:`kernlet.kernel.translate`); without ``allow_stdin`` the kernel refuses input()
+        itself (StdinNotImplementedError, as under nbclient). Returns the exit code (0 ok, 1
+        error, 130 interrupted)."""
         await self._ready_event.wait()
         async with self._lock:
             if self.ready and not await self.km.is_alive():
@@ -218,9 +225,10 @@ class QueryEngine:
                 emit("stderr", f"kernlet: {self.error or 'the kernel is not running'}\n")
                 return 1
             msg_id = self.kc.execute(
-                code, silent=False, store_history=True, allow_stdin=True, stop_on_error=False
+                code, silent=False, store_history=True, allow_stdin=allow_stdin,
+                stop_on_error=False,
             )
-            run = Run(run_id, msg_id, emit)
+            run = Run(run_id, msg_id, emit, shape)
             self._replies[msg_id] = run.reply
             self._run = run
         try:

@@ -22,6 +22,7 @@ from kernlet.events.codec import CodecError, FrameReader, FrameTooLarge, frame
 from kernlet.kernel.batch import BatchEngine
 from kernlet.kernel.outbox import Outbox
 from kernlet.kernel.query import CompletionFailed, QueryEngine
+from kernlet.kernel.translate import SHAPES
 from kernlet.layout import DEFAULT_START_TIMEOUT
 
 log = logging.getLogger("kernlet.kernel.server")
@@ -241,7 +242,7 @@ class Runtime:
             "busy": self._current.run_id if self._current is not None else None,
             "queued": [run.run_id for run in self._queue],
             "waiting_input": self.query.waiting_input,
-            "runtime": "python",
+            "runtime": self.query.language,
             "pid": os.getpid(),
             "kernel_pid": self.query.kernel_pid() if self.query.km is not None else None,
             "version": __version__,
@@ -274,6 +275,10 @@ class Runtime:
             raise TypeError("code must be a string")
         if not isinstance(opts, dict):
             raise TypeError("opts must be a map")
+        if mode == "query" and opts.get("output", SHAPES[0]) not in SHAPES:
+            raise ValueError(f"opts.output must be one of {', '.join(SHAPES)}")
+        if mode == "query" and opts.get("stdin", "allow") not in ("allow", "refuse"):
+            raise ValueError("opts.stdin must be allow or refuse")
         self._queue.append(_Run(run_id, mode, code, opts))
         self._queue_event.set()
 
@@ -331,7 +336,9 @@ class Runtime:
                 if run.mode == "batch":
                     code = await self.batch.execute(run.opts, emit)
                 else:
-                    code = await self.query.execute(run.run_id, run.code, emit)
+                    shape = str(run.opts.get("output") or SHAPES[0])
+                    stdin = run.opts.get("stdin") != "refuse"
+                    code = await self.query.execute(run.run_id, run.code, emit, shape, stdin)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:

@@ -2,7 +2,11 @@
 
 Pure translation: a :class:`Run` holds what one execute request has seen, and the functions
 here turn the kernel's iopub, stdin and shell messages for it into ``emit(kind, data)`` calls
-(``stdout``, ``stderr``, ``media``, ``html``, ``waiting-input``) and the run's exit code.
+and the run's exit code. Two shapes: ``console`` (the reference's: ``stdout``, ``stderr``,
+``media``, ``html``, ``waiting-input``), and ``jupyter`` (the iopub message types
+themselves, ``stream``, ``display_data``, ``execute_result``, ``update_display_data``,
+``clear_output``, ``error``, ``execute_input``, each with Jupyter's content; and
+``waiting-input``).
 Which run a message belongs to is decided by the caller (:mod:`kernlet.kernel.query`).
 Standard library only.
 """
@@ -16,6 +20,8 @@ from typing import Any
 
 __all__ = [
     "EXIT_INTERRUPTED",
+    "JUPYTER_TYPES",
+    "SHAPES",
     "Emit",
     "Run",
     "emit_data",
@@ -30,6 +36,18 @@ Emit = Callable[[str, Any], None]
 _ANSI = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)")
 #: Interrupted runs finish with this exit code (128 + SIGINT, like a shell).
 EXIT_INTERRUPTED = 130
+#: The output shapes of a query run (``opts.output``); the first is the default.
+SHAPES = ("console", "jupyter")
+#: iopub message types sent as they are in the jupyter shape, with the content keys kept.
+JUPYTER_TYPES: dict[str, tuple[str, ...]] = {
+    "stream": ("name", "text"),
+    "display_data": ("data", "metadata", "transient"),
+    "update_display_data": ("data", "metadata", "transient"),
+    "execute_result": ("data", "metadata", "execution_count"),
+    "clear_output": ("wait",),
+    "error": ("ename", "evalue", "traceback"),
+    "execute_input": ("execution_count",),
+}
 
 
 def strip_ansi(text: str) -> str:
@@ -39,10 +57,12 @@ def strip_ansi(text: str) -> str:
 class Run:
     """One execute request on the kernel."""
 
-    def __init__(self, run_id: str, msg_id: str, emit: Emit) -> None:
+    def __init__(self, run_id: str, msg_id: str, emit: Emit, shape: str = "console") -> None:
         self.run_id = run_id
         self.msg_id = msg_id
         self.emit = emit
+        #: "console" or "jupyter" (see the module's docstring)
+        self.shape = shape
         loop = asyncio.get_running_loop()
         self.reply: asyncio.Future[dict[str, Any]] = loop.create_future()
         self.idle = asyncio.Event()
@@ -51,8 +71,25 @@ class Run:
         self.error_seen = False
 
 
+    def stream(self, name: str, text: str) -> None:
+        """Stream text in the run's shape."""
+        if self.shape == "jupyter":
+            self.emit("stream", {"name": name, "text": text})
+        else:
+            self.emit("stderr" if name == "stderr" else "stdout", text)
+
+
 def on_iopub(run: Run, kind: str, content: dict[str, Any]) -> None:
     """An iopub message whose parent is ``run``'s execute request."""
+    if kind == "status" and content.get("execution_state") == "idle":
+        run.idle.set()
+        return
+    if run.shape == "jupyter":
+        keys = JUPYTER_TYPES.get(kind)
+        if keys is not None:
+            run.error_seen = run.error_seen or kind == "error"
+            run.emit(kind, {key: content[key] for key in keys if key in content})
+        return
     if kind == "stream":
         run.emit("stderr" if content.get("name") == "stderr" else "stdout", content["text"])
     elif kind in ("display_data", "execute_result", "update_display_data"):
@@ -63,8 +100,6 @@ def on_iopub(run: Run, kind: str, content: dict[str, Any]) -> None:
         if not text:
             text = f"{content.get('ename', 'Error')}: {content.get('evalue', '')}"
         run.emit("stderr", strip_ansi(text) + "\n")
-    elif kind == "status" and content.get("execution_state") == "idle":
-        run.idle.set()
 
 
 def emit_data(run: Run, data: dict[str, Any]) -> None:
@@ -101,7 +136,7 @@ def exit_code(run: Run, reply: dict[str, Any]) -> int:
     carried as stderr."""
     status = reply.get("status")
     for item in reply.get("payload") or []:
-        if item.get("source") == "page":
+        if item.get("source") == "page" and run.shape == "console":
             text = item.get("data", {}).get("text/plain")
             if text:
                 run.emit("stdout", strip_ansi(str(text)) + "\n")
@@ -110,6 +145,11 @@ def exit_code(run: Run, reply: dict[str, Any]) -> int:
     if run.interrupted and (status == "aborted" or reply.get("ename") == "KeyboardInterrupt"):
         return EXIT_INTERRUPTED
     if status == "error" and not run.error_seen:
+        if run.shape == "jupyter":
+            run.emit("error", {"ename": str(reply.get("ename", "Error")),
+                               "evalue": str(reply.get("evalue", "")),
+                               "traceback": list(reply.get("traceback") or [])})
+            return 1
         text = "\n".join(reply.get("traceback") or []) or reply.get("evalue", "")
         run.emit("stderr", strip_ansi(str(text)) + "\n")
     return 1
