@@ -265,6 +265,16 @@ class WatcherSection(_Section):
         return v
 
 
+class LoggingSection(_Section):
+    """The agent's own log (see kernlet.logs): level, text or JSON lines, stderr or a file."""
+
+    level: Literal["debug", "info", "warning", "error", "critical"] = "info"
+    #: "text": human lines with a [kernel K run R] prefix; "json": one object a line
+    format: Literal["text", "json"] = "text"
+    #: append to this file instead of writing to stderr
+    file: Path | None = None
+
+
 class DebugSection(_Section):
     """Fault injection for tests and drills; never enable in production."""
 
@@ -289,6 +299,7 @@ class AgentConfig(_Section):
     etcd: EtcdSection = EtcdSection()
     limits: LimitsSection = LimitsSection()
     watcher: WatcherSection = WatcherSection()
+    logging: LoggingSection = LoggingSection()
     debug: DebugSection = DebugSection()
 
     @property
@@ -305,7 +316,7 @@ class AgentConfig(_Section):
 
 
 #: settings that only the local file may set (identity, and how to reach etcd itself)
-LOCAL_ONLY = {"agent/id", "agent/var-dir", "etcd", "nats", "docker/url", "debug"}
+LOCAL_ONLY = {"agent/id", "agent/var-dir", "etcd", "nats", "docker/url", "debug", "logging"}
 
 
 def apply_cluster(cfg: AgentConfig, cluster: dict[str, str]) -> tuple[AgentConfig, list[str]]:

@@ -27,7 +27,8 @@ def _register() -> None:
     import kernlet.cli.kernel
     import kernlet.cli.kernel_exec
     import kernlet.cli.kernel_files
-    import kernlet.cli.log  # noqa: F401
+    import kernlet.cli.log
+    import kernlet.cli.systemd  # noqa: F401
 
 
 _register()

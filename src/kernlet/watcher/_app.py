@@ -42,7 +42,6 @@ from kernlet.watcher._guard import (
     token_refusal,
 )
 from kernlet.watcher._live import sse
-from kernlet.watcher._metrics import CONTENT_TYPE
 from kernlet.watcher._openapi import openapi_spec
 
 __all__ = [
@@ -178,8 +177,9 @@ async def _status(request: web.Request) -> web.Response:
 
 async def _metrics(request: web.Request) -> web.Response:
     core = request.app[CORE]
-    body = core.metrics.render(await core.status())
-    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})
+    body, content_type = core.metrics.render(await core.status(),
+                                             request.headers.get("Accept", ""))
+    return web.Response(body=body, headers={"Content-Type": content_type})
 
 
 async def _kernels(request: web.Request) -> web.Response:

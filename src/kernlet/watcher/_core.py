@@ -59,12 +59,13 @@ class WatcherCore:
         hostname: str,
         request_sample: Callable[[Mapping[str, str]], None],
         clock: Callable[[], float] = time.time,
+        metrics: WatcherMetrics | None = None,
     ) -> None:
         self.handle = handle
         self.link = AgentLink(handle)
         self.view = KernelView(handle.store)
         self.hub = Hub()
-        self.metrics = WatcherMetrics()
+        self.metrics = metrics or WatcherMetrics()
         self.usage = Usage()
         self.loop_lag = 0.0
         self.capacity = dict(capacity)
