@@ -51,7 +51,7 @@ LEVELS = ("debug", "info", "warning", "error", "critical")
 Format = Literal["text", "json"]
 
 #: libraries whose routine chatter stays out of an info-level log
-_QUIET = ("aiosqlite", "aiodocker", "asyncio", "urllib3")
+_QUIET = ("aiosqlite", "aiodocker", "asyncio", "urllib3", "grpc")
 
 
 def bind(kernel_id: str | None = None, run_id: str | None = None) -> None:
