@@ -28,6 +28,7 @@ def _register() -> None:
     import kernlet.cli.kernel_exec
     import kernlet.cli.kernel_files
     import kernlet.cli.log
+    import kernlet.cli.protocol
     import kernlet.cli.systemd  # noqa: F401
 
 
