@@ -182,6 +182,11 @@ async def _metrics(request: web.Request) -> web.Response:
     return web.Response(body=body, headers={"Content-Type": content_type})
 
 
+async def _history(request: web.Request) -> web.Response:
+    kernel_id = request.query.get("kernel_id")
+    return _ok(request.app[CORE].history.to_dict(kernel_id))
+
+
 async def _kernels(request: web.Request) -> web.Response:
     return _ok({"kernels": await request.app[CORE].kernels(all=True)})
 
@@ -305,6 +310,7 @@ def build_app(
     r.add_get("/healthz", _healthz)
     r.add_get("/status", _status)
     r.add_get("/metrics", _metrics)
+    r.add_get("/usage/history", _history)
     r.add_get("/kernels", _kernels)
     r.add_get("/kernels/{kernel_id}", _kernel)
     r.add_post("/kernels/{kernel_id}/destroy", _destroy)

@@ -29,6 +29,7 @@ from kernlet.events import (
 )
 from kernlet.periodic import every
 from kernlet.watcher._handle import AgentHandle
+from kernlet.watcher._history import UsageHistory
 from kernlet.watcher._link import AgentLink
 from kernlet.watcher._live import Hub, KernelView, sse
 from kernlet.watcher._metrics import WatcherMetrics
@@ -67,6 +68,7 @@ class WatcherCore:
         self.hub = Hub()
         self.metrics = metrics or WatcherMetrics()
         self.usage = Usage()
+        self.history = UsageHistory()
         self.loop_lag = 0.0
         self.capacity = dict(capacity)
         cfg = handle.cfg.agent
@@ -150,6 +152,7 @@ class WatcherCore:
     def set_usage(self, usage: Usage) -> None:
         """A new usage sample from the watcher actor (loop)."""
         self.usage = usage
+        self.history.add(usage)
 
     # -- queries (loop) ---------------------------------------------------------------------------
 

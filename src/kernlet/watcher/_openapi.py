@@ -40,7 +40,15 @@ def _obj(props: dict[str, Any], required: list[str] | None = None) -> dict[str, 
     return out
 
 
+_POINTS = {"type": "array", "items": {"type": "array", "items": _NUM, "minItems": 3,
+                                       "maxItems": 3}}
+
 _SCHEMAS: dict[str, Any] = {
+    "UsageHistory": _obj({
+        "window": _NUM,
+        "node": _POINTS,
+        "kernels": {"type": "object", "additionalProperties": _POINTS},
+    }),
     "Error": _obj({
         "error": _obj({"type": _STR, "message": _STR}),
     }),
@@ -166,6 +174,15 @@ _PATHS: dict[str, Any] = {
             "description": "Metrics",
             "content": {"text/plain": {"schema": {"type": "string"}}},
         }},
+    }},
+    "/usage/history": {"get": {
+        "operationId": "usageHistory",
+        "summary": "The last minutes of usage samples: the node's [time, cpu busy share, "
+                   "memory used bytes], each live kernel's [time, cores busy, memory bytes]",
+        "parameters": [{"name": "kernel_id", "in": "query", "required": False,
+                        "schema": {"type": "string", "pattern": KERNEL_ID_PATTERN},
+                        "description": "only this kernel's samples"}],
+        "responses": {"200": _json(_ref("UsageHistory"), "The samples, oldest first")},
     }},
     "/kernels": {"get": {
         "operationId": "listKernels",
