@@ -8,7 +8,9 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 .venv/bin/pip install --quiet --disable-pip-version-check 'uv>=0.4'
 [ -x .venv-lowest/bin/python ] || .venv/bin/uv venv --quiet --python "$(command -v python3)" .venv-lowest
-VIRTUAL_ENV=$PWD/.venv-lowest .venv/bin/uv pip install --quiet --resolution lowest-direct -e '.[test]'
+# setuptools at the build-system floor too: the packaging test builds the sdist with it
+VIRTUAL_ENV=$PWD/.venv-lowest .venv/bin/uv pip install --quiet --resolution lowest-direct -e '.[test]' \
+    'setuptools>=68'
 VIRTUAL_ENV=$PWD/.venv-lowest .venv/bin/uv pip list 2>/dev/null | \
     grep -i -E '^(pykka|aiodocker|nats-py|aetcd|redis|sqlalchemy|aiosqlite|msgpack|aiohttp|pydantic|click|rich|prometheus-client|nvidia-ml-py|pytest|pytest-asyncio|hypothesis) '
 exec .venv-lowest/bin/pytest -q -p no:cacheprovider tests/unit "$@"

@@ -59,3 +59,22 @@ def test_the_models_describe_the_real_answers() -> None:
     history.add(usage)
     answer = history.to_dict()
     assert UsageHistoryModel.model_validate(answer).model_dump() == answer
+
+
+def test_usage_history_keeps_the_window_and_forgets_ended_kernels() -> None:
+    history = UsageHistory(window=10.0)
+    host = HostUsage(2, 0.5, 1000, 400)
+    for t in range(0, 13, 2):  # samples at 0, 2, ... 12 s; k2 only until 4 s
+        kernels = {"k1": KernelUsage("c1", float(t), 0.1 * t, 100 + t)}
+        if t <= 4:
+            kernels["k2"] = KernelUsage("c2", 0.0, 1.0, 5)
+        history.add(Usage(at=float(t), host=host, kernels=kernels))
+    out = history.to_dict()
+    assert [p[0] for p in out["node"]] == [2.0, 4.0, 6.0, 8.0, 10.0, 12.0]  # 0 s fell out
+    assert out["node"][-1] == [12.0, 0.5, 600]
+    assert [p[0] for p in out["kernels"]["k1"]] == [2.0, 4.0, 6.0, 8.0, 10.0, 12.0]
+    assert out["kernels"]["k2"] == [[2.0, 1.0, 5], [4.0, 1.0, 5]]
+    history.add(Usage(at=15.0, host=host, kernels={}))
+    assert "k2" not in history.to_dict()["kernels"]  # nothing left in the window: forgotten
+    assert set(history.to_dict("k1")["kernels"]) == {"k1"}
+    assert history.to_dict("nope")["kernels"] == {}

@@ -184,6 +184,8 @@ async def _metrics(request: web.Request) -> web.Response:
 
 async def _history(request: web.Request) -> web.Response:
     kernel_id = request.query.get("kernel_id")
+    if kernel_id is not None and not is_valid_id(kernel_id):
+        raise InvalidRequest(f"kernel_id: {kernel_id!r} is not a valid kernel id")
     return _ok(request.app[CORE].history.to_dict(kernel_id))
 
 

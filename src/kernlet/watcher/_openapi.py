@@ -87,7 +87,8 @@ _PATHS: dict[str, Any] = {
         "parameters": [{"name": "kernel_id", "in": "query", "required": False,
                         "schema": {"type": "string", "pattern": KERNEL_ID_PATTERN},
                         "description": "only this kernel's samples"}],
-        "responses": {"200": _json(_ref("UsageHistory"), "The samples, oldest first")},
+        "responses": {"200": _json(_ref("UsageHistory"), "The samples, oldest first"),
+                      "400": _error("kernel_id is not a valid kernel id")},
     }},
     "/kernels": {"get": {
         "operationId": "listKernels",
