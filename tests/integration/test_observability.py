@@ -5,8 +5,11 @@ package) finds nothing wrong with, counting requests by command and error."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import socket
 import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,6 +24,8 @@ from kernlet.client import KernletClient
 from kernlet.errors import ImageNotFound, KernelNotFound
 
 pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 class JsonAgent(AgentProcess):
@@ -120,3 +125,30 @@ async def test_metrics_pass_promtool_and_count_requests(jagent: JsonAgent) -> No
     assert samples["process_open_fds"] > 0
     assert "python_info{" in text
     assert om.endswith("# EOF\n") and "kernlet_requests_total{" in om
+
+
+def test_the_agent_tells_systemd_it_is_ready_once_it_serves_and_when_it_stops(
+    halfstack: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Type=notify: READY=1 over $NOTIFY_SOCKET after the agent answers NATS, STOPPING=1 on
+    SIGTERM (a socket of our own stands in for systemd's)."""
+    path = tmp_path / "notify"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.bind(str(path))
+        sock.settimeout(30)
+        monkeypatch.setenv("NOTIFY_SOCKET", str(path))
+        (tmp_path / "a").mkdir()
+        proc = JsonAgent(tmp_path / "a")
+        try:
+            proc.start()  # returns once the log says ready
+            ready = sock.recv(4096).decode()
+            assert ready.startswith("READY=1\n") and f"serving as {proc.agent_id}" in ready
+            ping = subprocess.run(
+                [sys.executable, "-m", "kernlet", "agent", "ping", "--agent-id", proc.agent_id],
+                capture_output=True, text=True, timeout=60, check=False,
+                env={**os.environ, "PYTHONPATH": str(ROOT / "src")})
+            assert ping.returncode == 0, ping.stderr
+            assert proc.stop() == 0
+            assert sock.recv(4096) == b"STOPPING=1"
+        finally:
+            proc.cleanup()
