@@ -238,6 +238,16 @@ class WatcherSection(Section):
         return v
 
 
+class LoggingSection(Section):
+    """The agent's own log (see kernlet.logs): level, text or JSON lines, stderr or a file."""
+
+    level: Literal["debug", "info", "warning", "error", "critical"] = "info"
+    #: "text": human lines with a [kernel K run R] prefix; "json": one object a line
+    format: Literal["text", "json"] = "text"
+    #: append to this file instead of writing to stderr
+    file: Path | None = None
+
+
 class DebugSection(Section):
     """Fault injection for tests and drills; never enable in production."""
 
@@ -279,6 +289,7 @@ class AgentConfig(Section):
     etcd: EtcdSection = EtcdSection()
     limits: LimitsSection = LimitsSection()
     watcher: WatcherSection = WatcherSection()
+    logging: LoggingSection = LoggingSection()
     debug: DebugSection = DebugSection()
     storage: StorageSection = StorageSection()
     #: ``[registries."host:port"]``: credentials per registry (kernlet.config_registries)
@@ -317,10 +328,10 @@ class AgentConfig(Section):
         return self.agent.var_dir / "ipc"
 
 
-#: settings that only the local file may set (identity, how to reach etcd itself, and the
-#: host paths kernels may mount)
+#: settings that only the local file may set (identity, how to reach etcd itself, the host
+#: paths kernels may mount, logging, configured once at start)
 LOCAL_ONLY = {"agent/id", "agent/var-dir", "agent/log-dir", "etcd", "nats", "docker/url",
-              "debug", "registries", "storage"}
+              "debug", "registries", "storage", "logging"}
 
 
 def apply_cluster(cfg: AgentConfig, cluster: dict[str, str]) -> tuple[AgentConfig, list[str]]:

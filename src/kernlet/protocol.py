@@ -5,7 +5,8 @@ Subjects (``P`` is the configured prefix, ``kernlet`` by default; ``A`` the agen
     P.agent.A.cmd.<command>        request-reply: msgpack map of arguments
     P.events.A.<kernel_id|_agent>.<event_type>
                                    lifecycle and agent events (msgpack event map; header
-                                   Nats-Msg-Id = event id; JetStream stream P_EVENTS)
+                                   Nats-Msg-Id = event id; JetStream stream named by
+                                   nats.stream-name, KERNLET_EVENTS by default)
     <reply inbox>                  replies: {"ok": true, "result": ...} or
                                    {"ok": false, "error": {"type", "message"}}; a streaming
                                    execute sends {"ok": true, "output": [[type, data], ...]}
@@ -72,6 +73,7 @@ __all__ = [
     "events_subject",
     "heartbeat_subject",
     "is_valid_id",
+    "json_schema",
     "parse_request",
 ]
 
@@ -465,3 +467,47 @@ def parse_request(command: str, payload: Any) -> _Request:
 
 def is_valid_id(value: str) -> bool:
     return bool(_ID.match(value))
+
+
+def json_schema(command: str | None = None) -> dict[str, Any]:
+    """JSON Schema (draft 2020-12) of the requests, generated from the models above: one
+    command's, or a document with every command's request and the reply envelope."""
+    if command is not None:
+        if command not in COMMANDS:
+            raise UnknownCommand(f"unknown command {command!r}; known: "
+                                 f"{', '.join(sorted(COMMANDS))}")
+        return {**COMMANDS[command].model_json_schema(), "$schema": _DRAFT, "title": command}
+    defs: dict[str, Any] = {"Reply": _REPLY}
+    props: dict[str, Any] = {}
+    for name, model in COMMANDS.items():
+        one = model.model_json_schema()
+        for key, sub in one.pop("$defs", {}).items():  # refs are "#/$defs/X": hoist them
+            if defs.setdefault(key, sub) != sub:
+                raise AssertionError(f"two request models define {key} differently")
+        props[name] = one
+    return {
+        "$schema": _DRAFT,
+        "title": "kernlet manager protocol: request payloads by command (msgpack maps)",
+        "type": "object",
+        "properties": props,
+        "$defs": defs,
+    }
+
+
+_DRAFT = "https://json-schema.org/draft/2020-12/schema"
+_REPLY: dict[str, Any] = {
+    "description": "Every reply: a result, or a typed error (kernlet.errors); a streaming "
+                   "execute sends output messages before it",
+    "oneOf": [
+        {"type": "object", "required": ["ok", "result"],
+         "properties": {"ok": {"const": True}, "result": {}}},
+        {"type": "object", "required": ["ok", "output"],
+         "properties": {"ok": {"const": True},
+                        "output": {"type": "array", "items": {"type": "array"}}}},
+        {"type": "object", "required": ["ok", "error"],
+         "properties": {"ok": {"const": False},
+                        "error": {"type": "object", "required": ["type", "message"],
+                                  "properties": {"type": {"type": "string"},
+                                                 "message": {"type": "string"}}}}},
+    ],
+}

@@ -43,8 +43,9 @@ from kernlet.drivers.resources import (
 from kernlet.errors import DriverError
 from kernlet.events import AGENT_STREAM, AgentStarted, AgentTerminated
 from kernlet.periodic import every
+from kernlet.sdnotify import notify
 from kernlet.store import SQLiteEventLog
-from kernlet.watcher import Watcher
+from kernlet.watcher import Watcher, WatcherMetrics
 
 __all__ = ["AgentService"]
 
@@ -68,6 +69,8 @@ class AgentService:
         self.outbox = Outbox(self.bus, self.store, n.subject_prefix, cfg.agent.id)
         self.agent: pykka.ActorRef[Any] | None = None
         self.server: CommandServer | None = None
+        #: the agent's Prometheus registry, served by the watcher
+        self.metrics = WatcherMetrics()
         self._tasks: list[asyncio.Task[Any]] = []
         self._stopped = threading.Event()
         #: set once commands are served over NATS
@@ -122,7 +125,8 @@ class AgentService:
         self.loop.run(ctx.record_agent(AgentStarted(reason="started", agent_id=self.cfg.agent.id)))
         self.server = CommandServer(self.bus, self.agent, self.cfg.nats.subject_prefix,
                                     self.cfg.agent.id, self.cfg.limits.max_request,
-                                    self.cfg.limits.max_code)
+                                    self.cfg.limits.max_code,
+                                    observe=self.metrics.observe_request)
         self.loop.run(self._serve())
         if not self._serving.wait(timeout=5.0):
             log.warning("NATS unreachable at %s: serving once it answers; events are kept "
@@ -157,7 +161,7 @@ class AgentService:
         return self.node.last_heartbeat if self.node is not None else None
 
     def _start_watcher(self) -> None:
-        watcher = Watcher(self, capacity=self.capacity)
+        watcher = Watcher(self, capacity=self.capacity, metrics=self.metrics)
         try:
             url = watcher.start()
         except OSError as exc:  # the agent serves kernels without its HTTP endpoint
@@ -289,16 +293,27 @@ class AgentService:
         signal.signal(signal.SIGTERM, on_signal)
         signal.signal(signal.SIGINT, on_signal)
         self.start()
-        print(f"kernlet agent {self.cfg.agent.id} ready", flush=True)
+        # serving: tell systemd (Type=notify) and whoever reads the log
+        log.info("kernlet agent %s ready", self.cfg.agent.id)
+        _notify(f"READY=1\nSTATUS=serving as {self.cfg.agent.id}")
         # ends on a signal, or when something else stopped the agent (POST /agent/shutdown)
         while not done.wait(0.5) and not self._stopped.is_set():
             if self.agent is not None and not self.agent.is_alive():
                 log.critical("the agent actor is dead: exiting with status 1 so that the "
                              "agent is restarted and recovers its kernels")
+                _notify("STOPPING=1")
                 self.stop()
                 return 1
+        _notify("STOPPING=1")
         self.stop()
         return 0
+
+
+def _notify(state: str) -> None:
+    try:
+        notify(state)
+    except OSError as exc:  # a broken NOTIFY_SOCKET must not stop the agent
+        log.warning("sd_notify %s: %s", state.split("\n", 1)[0], exc)
 
 
 async def _semaphore(n: int) -> asyncio.Semaphore:

@@ -38,16 +38,19 @@ async def page() -> AsyncIterator[Page]:
         yield p
 
 
+# burns a core until told to stop (STOP_BURN): however slow the machine, it is still burning
+# when the page is checked
 BURN = """
-import threading, time
+import threading
 held = bytearray(64 * 1024 * 1024)
+stop_burning = threading.Event()
 def burn():
-    t = time.time()
-    while time.time() - t < 12:
+    while not stop_burning.is_set():
         pass
 threading.Thread(target=burn, daemon=True).start()
 print('burning')
 """
+STOP_BURN = "stop_burning.set()"
 
 
 def row_state(kernel_id: str) -> str:
@@ -127,10 +130,36 @@ async def test_dashboard_shows_kernels_appear_and_change_state(
             assert "2 terminated" in counts
             assert await page.js("document.getElementById('health').textContent") == "healthy"
 
+            # the charts: node and selected kernel, the last minutes, a point every sample
+            points = "parseInt(document.getElementById('{}').dataset.points)"
+            await page.until(f"{points.format('c-kernel-cpu')} >= 3", timeout=20)
+            for chart in ("c-node-cpu", "c-node-mem", "c-kernel-mem"):
+                assert await page.js(points.format(chart)) >= 3, chart
+            assert await page.js("document.getElementById('c-kernel-name').textContent") == busy
+            drawn = await page.js(
+                "document.querySelector('#c-kernel-cpu polyline').getAttribute('points')")
+            assert len(drawn.split()) >= 3
+            # the kernel was burning a core: its chart's peak says so (cores busy)
+            async with http.get(f"{agent.url}/usage/history?kernel_id={busy}") as r:
+                history = await r.json()
+            assert max(p[1] for p in history["kernels"][busy]) >= 0.2
+            assert max(p[2] for p in history["kernels"][busy]) >= 64 * 1024**2
+            assert len(history["node"]) >= 3
             png = await page.screenshot(ARTIFACTS / "dashboard.png")
+            await kc.run(busy, STOP_BURN)
             assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 20_000
             if os.environ.get("KERNLET_UPDATE_SCREENSHOT") == "1":
                 DOCS_SHOT.parent.mkdir(parents=True, exist_ok=True)
                 DOCS_SHOT.write_bytes(png)
+            # a page opened now shows the minutes before it (GET /usage/history), at once
+            await page.call("Page.reload")
+            await page.until(f"document.getElementById('agent-id').textContent === "
+                             f"{json.dumps(agent.agent_id)}")
+            await page.until("document.getElementById('conn').textContent === 'live'")
+            assert await page.js(points.format("c-node-cpu")) >= len(history["node"])
+            await page.js(f"document.querySelector('tr[data-kernel=\"{busy}\"]').click()")
+            await page.until(f"{points.format('c-kernel-cpu')} >= "
+                             f"{len(history['kernels'][busy])}", timeout=5)
+
     finally:
         agent.cleanup()

@@ -195,7 +195,8 @@ def test_metrics_count_transitions_latency_executions_and_gauges() -> None:
     m.observe(new_envelope("k1", 6, ExecutionFinished(run_id="r", status="finished")),
               view_states["k1"], view_states["k1"])
     usage = Usage(kernels={"k1": KernelUsage("c-k1", 3.5, 0.25, 1234)})
-    text = m.render(_status(usage=usage)).decode()
+    text = m.render(_status(usage=usage, capacity={"cpu": 2.0, "mem": 100.0,
+                                                   "cuda.device": 1.0}))[0].decode()
     other.render(_status())
 
     t = "kernlet_lifecycle_transitions_total"
@@ -214,8 +215,37 @@ def test_metrics_count_transitions_latency_executions_and_gauges() -> None:
     assert "kernlet_reconcile_age_seconds" not in text  # not run yet: no series
     assert _sample(text, 'kernlet_kernel_memory_bytes{kernel_id="k1"}') == 1234
     assert _sample(text, 'kernlet_kernel_cpu_seconds_total{kernel_id="k1"}') == 3.5
+    assert _sample(text, 'kernlet_kernel_cpu_usage_cores{kernel_id="k1"}') == 0.25
+    assert "ratio{kernel_id" not in text  # cores are not a ratio
+    # one unit per family: cores, bytes and devices never share a gauge
+    assert _sample(text, 'kernlet_node_capacity_cores{slot="cpu"}') == 2
+    assert _sample(text, 'kernlet_node_capacity_bytes{slot="mem"}') == 100
+    assert _sample(text, 'kernlet_node_capacity_devices{slot="cuda.device"}') == 1
+    assert "kernlet_node_capacity{" not in text
+    # the process's own figures
+    assert _sample(text, "process_resident_memory_bytes") > 0
+    assert "python_info{" in text
     # a kernel that is gone disappears from the per-kernel series
-    assert "kernel_id=" not in m.render(_status()).decode()
+    assert "kernel_id=" not in m.render(_status())[0].decode()
+
+
+def test_metrics_count_requests_by_command_and_error_and_speak_openmetrics() -> None:
+    m = WatcherMetrics()
+    m.observe_request("ping", None, 0.002)
+    m.observe_request("ping", None, 0.004)
+    m.observe_request("create_kernel", "ImageNotFound", 0.03)
+    text, content_type = m.render(_status())
+    assert content_type.startswith("text/plain; version=0.0.4")
+    t = text.decode()
+    assert _sample(t, 'kernlet_requests_total{command="ping",error="none"}') == 2
+    assert _sample(t, 'kernlet_requests_total{command="create_kernel",error="ImageNotFound"}') == 1
+    assert _sample(t, 'kernlet_request_duration_seconds_count{command="ping"}') == 2
+    assert _sample(t, 'kernlet_request_duration_seconds_bucket{command="ping",le="0.0025"}') == 1
+    assert _sample(t, 'kernlet_request_duration_seconds_sum{command="ping"}') == 0.006
+    om, om_type = m.render(_status(), "application/openmetrics-text; version=1.0.0")
+    assert om_type.startswith("application/openmetrics-text")
+    assert om.decode().endswith("# EOF\n")
+    assert 'kernlet_requests_total{command="ping",error="none"} 2.0' in om.decode()
 
 
 # -- live view and hub --------------------------------------------------------------------------

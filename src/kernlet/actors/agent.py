@@ -17,6 +17,7 @@ from typing import Any
 
 import pykka
 
+from kernlet import logs
 from kernlet.actors.base import LoopActor
 from kernlet.actors.commands import COMMANDS, summary
 from kernlet.actors.context import AgentContext
@@ -152,7 +153,8 @@ class AgentActor(LoopActor):
                                 state.ports)
         except KernletError as exc:
             # cannot happen with a sound log; say so loudly rather than double-allocate
-            log.error("kernel %s: cannot restore its resources: %s", state.kernel_id, exc)
+            log.error("kernel %s: cannot restore its resources: %s", state.kernel_id, exc,
+                      extra={"kernel_id": state.kernel_id})
             self.record_agent_event(AgentError(
                 message=f"kernel {state.kernel_id}: resources not restored: {exc}"))
 
@@ -298,7 +300,7 @@ class AgentActor(LoopActor):
             return
         self._removing.add(orphan.container_id)
         log.warning("removing orphan container %s (kernel %s)", orphan.container_id[:12],
-                    orphan.kernel_id or "?")
+                    orphan.kernel_id or "?", extra={"kernel_id": orphan.kernel_id or None})
 
         def removed(_: Any) -> None:
             self._removing.discard(orphan.container_id)
@@ -310,7 +312,8 @@ class AgentActor(LoopActor):
             self._removing.discard(orphan.container_id)
             log.warning("could not remove orphan %s: %s", orphan.container_id[:12], err)
 
-        self.spawn(self.ctx.docker.remove(orphan.container_id), then=removed, fail=failed)
+        with logs.bound(kernel_id=orphan.kernel_id or None):  # the step's records name it
+            self.spawn(self.ctx.docker.remove(orphan.container_id), then=removed, fail=failed)
 
     # -- supervision ----------------------------------------------------------------------------
 

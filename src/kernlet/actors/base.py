@@ -8,12 +8,14 @@ any other message. That is what lets ``destroy`` reach a kernel while its contai
 from __future__ import annotations
 
 import concurrent.futures
+import contextvars
 import logging
 from collections.abc import Callable, Coroutine
 from typing import Any
 
 import pykka
 
+from kernlet import logs
 from kernlet.actors.loop import LoopThread
 from kernlet.actors.messages import StepDone
 
@@ -38,6 +40,7 @@ class LoopActor(pykka.ThreadingActor):
         """Run ``coro`` on the loop; later call ``then(result)`` or ``fail(error)`` here."""
         future = self._loop.submit(coro)
         ref = self.actor_ref
+        context = contextvars.copy_context()
         on_error = fail or self._step_failed
 
         def done(f: concurrent.futures.Future[Any]) -> None:
@@ -48,7 +51,8 @@ class LoopActor(pykka.ThreadingActor):
                 err = f.exception()
                 result = None if err is not None else f.result()
             try:
-                ref.tell(StepDone(then=then, fail=on_error, result=result, error=err))
+                ref.tell(StepDone(then=then, fail=on_error, result=result, error=err,
+                                  context=context))
             except pykka.ActorDeadError:
                 log.debug("step finished after its actor stopped: %r", err or result)
 
@@ -59,13 +63,36 @@ class LoopActor(pykka.ThreadingActor):
         raise err
 
     def on_receive(self, message: Any) -> Any:
+        """A step's continuation runs in the context its step started in; any other message
+        is handled with the kernel it names bound for the log (kernlet.logs)."""
         if isinstance(message, StepDone):
-            if message.error is not None:
-                message.fail(message.error)
+            if message.context is not None:
+                message.context.run(self._finish_step, message)
             else:
-                message.then(message.result)
+                self._finish_step(message)
             return None
-        return self.handle(message)
+        kernel_id, run_id = _ids(message)
+        with logs.bound(kernel_id=kernel_id, run_id=run_id):
+            return self.handle(message)
+
+    @staticmethod
+    def _finish_step(message: StepDone) -> None:
+        if message.error is not None:
+            message.fail(message.error)
+        else:
+            message.then(message.result)
 
     def handle(self, message: Any) -> Any:
         raise NotImplementedError
+
+
+def _ids(message: Any) -> tuple[str | None, str | None]:
+    """The kernel and the run a message is about: its own ``kernel_id``/``run_id``, else its
+    request's, else its state's."""
+    found: dict[str, str] = {}
+    for holder in (message, getattr(message, "request", None), getattr(message, "state", None)):
+        for key in ("kernel_id", "run_id"):
+            value = getattr(holder, key, None)
+            if key not in found and isinstance(value, str) and value:
+                found[key] = value
+    return found.get("kernel_id"), found.get("run_id")

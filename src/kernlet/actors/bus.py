@@ -9,18 +9,21 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import traceback
+from collections.abc import Callable
 from typing import Any
 
 import pykka
 
+from kernlet import logs
 from kernlet.actors.flow import Flows, OutputFlow
 from kernlet.actors.messages import Command, RecordAgentEvent
 from kernlet.actors.reply import Reply
 from kernlet.drivers.nats import NatsDriver, Request
 from kernlet.errors import BusError, InternalError, InvalidRequest, KernletError
 from kernlet.events import AgentError, CodecError, pack, unpack
-from kernlet.protocol import AckOutput, Execute, command_subject, parse_request
+from kernlet.protocol import COMMANDS, AckOutput, Execute, command_subject, parse_request
 
 __all__ = ["CommandServer"]
 
@@ -41,6 +44,7 @@ class CommandServer:
         agent_id: str,
         max_request: int,
         max_code: int,
+        observe: Callable[[str, str | None, float], None] | None = None,
     ) -> None:
         self._bus = bus
         self._agent = agent
@@ -48,6 +52,8 @@ class CommandServer:
         self._agent_id = agent_id
         self._max = max_request
         self._max_code = max_code
+        #: told (command, error type or None, seconds) once each request is answered
+        self._observe = observe
         self.handled = 0
         self.errors = 0
         #: credit of the streaming calls that asked for flow control (see actors/flow.py)
@@ -57,14 +63,19 @@ class CommandServer:
         await self._bus.serve(command_subject(self._prefix, self._agent_id, "*"), self.handle)
 
     async def handle(self, req: Request) -> None:
+        """Answer one request (on a task of its own: ids bound here stay with it)."""
         command = req.subject.rsplit(".", 1)[-1]
+        started = time.perf_counter()
+        error: str | None = None
         try:
             body: dict[str, Any] = {"ok": True, "result": await self._dispatch(command, req)}
         except KernletError as exc:
             self.errors += 1
             body = {"ok": False, "error": exc.to_wire()}
+            error = str(body["error"].get("type") or type(exc).__name__)
         except Exception as exc:  # noqa: BLE001 - never let one request kill the server
             self.errors += 1
+            error = InternalError.__name__
             trace = traceback.format_exc()
             log.error("request %s failed: %s", command, trace)
             body = {"ok": False, "error": InternalError(f"{type(exc).__name__}: {exc}").to_wire()}
@@ -74,6 +85,9 @@ class CommandServer:
             except pykka.ActorDeadError:
                 pass
         self.handled += 1
+        if self._observe is not None:
+            known = command if command in COMMANDS else "unknown"  # bounded label values
+            self._observe(known, error, time.perf_counter() - started)
         if req.reply:
             try:
                 await self._bus.publish(req.reply, pack(body))
@@ -86,6 +100,8 @@ class CommandServer:
         except CodecError as exc:
             raise InvalidRequest(f"{command}: {exc}") from exc
         parsed = parse_request(command, payload)
+        logs.bind(kernel_id=getattr(parsed, "kernel_id", None) or None,
+                  run_id=getattr(parsed, "run_id", None) or None)
         if isinstance(parsed, AckOutput):  # answered here: output never passes an actor
             return {"applied": self.flows.ack(parsed.kernel_id, parsed.run_id,
                                               parsed.received)}

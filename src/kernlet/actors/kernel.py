@@ -15,6 +15,7 @@ from typing import Any
 
 import pykka
 
+from kernlet import logs
 from kernlet.actors import steps
 from kernlet.actors.base import LoopActor
 from kernlet.actors.context import AgentContext
@@ -90,15 +91,16 @@ class KernelActor(LoopActor):
         self.state = apply(self.state, env)
         state = self.state
         level = logging.DEBUG if body.TYPE.startswith("execution_") else logging.INFO
-        log.log(level, "kernel %s #%d %s %s", self.kernel_id, env.seq, body.TYPE,
-                 getattr(body, "reason", "") or getattr(body, "container_id", "")[:12])
 
         def durable(_: Any) -> None:
             self.agent.tell(KernelUpdated(state))
             if then is not None:
                 then()
 
-        self.spawn(self.ctx.persist(env), then=durable)
+        with logs.bound(run_id=getattr(body, "run_id", None) or None):
+            log.log(level, "kernel %s #%d %s %s", self.kernel_id, env.seq, body.TYPE,
+                    getattr(body, "reason", "") or getattr(body, "container_id", "")[:12])
+            self.spawn(self.ctx.persist(env), then=durable)
 
     def new_runbook(self) -> RunBook:
         return RunBook(
@@ -106,6 +108,11 @@ class KernelActor(LoopActor):
             self._on_run_finished, self._on_lost, self._on_run_timeout,
             output_limit=self.ctx.cfg.limits.run_output_buffer,
         )
+
+    def on_start(self) -> None:
+        """Runs first in this actor's own thread: everything logged from it, and from the
+        steps it starts on the loop, carries the kernel's id (kernlet.logs)."""
+        logs.bind(kernel_id=self.kernel_id)
 
     # -- messages --------------------------------------------------------------------------
 

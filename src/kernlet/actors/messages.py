@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextvars
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -149,6 +150,9 @@ class StepDone:
     fail: Callable[[BaseException], None]
     result: Any
     error: BaseException | None
+    #: the context the step was started in (its log ids, kernlet.logs); the continuation
+    #: runs in it
+    context: contextvars.Context | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -32,7 +32,9 @@ def _register() -> None:
     import kernlet.cli.kernel_exec
     import kernlet.cli.kernel_files
     import kernlet.cli.log
-    import kernlet.cli.notebook  # noqa: F401
+    import kernlet.cli.notebook
+    import kernlet.cli.protocol
+    import kernlet.cli.systemd  # noqa: F401
 
 
 _register()

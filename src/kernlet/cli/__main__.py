@@ -2,4 +2,4 @@
 
 from kernlet.cli import main
 
-main()
+main(prog_name="kernlet")

@@ -14,22 +14,25 @@ from kernlet.cli import main
 from kernlet.cli._out import emit, table
 from kernlet.cli._remote import EXIT_CODES_HELP, Target, connection_options, go
 from kernlet.client import KernletClient
+from kernlet.logs import LEVELS
 
 
 @main.group("agent", invoke_without_command=True, epilog=EXIT_CODES_HELP)
 @click.option("--config", "config", type=click.Path(dir_okay=False, path_type=Path),
               default=None, help="agent.toml (default: ./agent.toml, "
               "~/.config/kernlet/agent.toml, /etc/kernlet/agent.toml, first found)")
-@click.option("--debug", is_flag=True, help="log at debug level")
+@click.option("--log-level", type=click.Choice(LEVELS, case_sensitive=False), default=None,
+              help="log at this level (default: [logging] level in the configuration)")
+@click.option("--debug", is_flag=True, help="the same as --log-level debug")
 @click.pass_context
-def agent(ctx: click.Context, config: Path | None, debug: bool) -> None:
+def agent(ctx: click.Context, config: Path | None, log_level: str | None, debug: bool) -> None:
     """Run the agent (no subcommand): SIGTERM/SIGINT stop it and leave kernels running.
     With a subcommand, ask a running agent instead."""
     if ctx.invoked_subcommand is not None:
         return
     from kernlet.agent import run_agent
 
-    sys.exit(run_agent(config, debug))
+    sys.exit(run_agent(config, "debug" if debug else log_level))
 
 
 @agent.command("ping")

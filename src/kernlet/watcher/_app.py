@@ -42,7 +42,6 @@ from kernlet.watcher._guard import (
     token_refusal,
 )
 from kernlet.watcher._live import sse
-from kernlet.watcher._metrics import CONTENT_TYPE
 from kernlet.watcher._openapi import openapi_spec
 
 __all__ = [
@@ -178,8 +177,16 @@ async def _status(request: web.Request) -> web.Response:
 
 async def _metrics(request: web.Request) -> web.Response:
     core = request.app[CORE]
-    body = core.metrics.render(await core.status())
-    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})
+    body, content_type = core.metrics.render(await core.status(),
+                                             request.headers.get("Accept", ""))
+    return web.Response(body=body, headers={"Content-Type": content_type})
+
+
+async def _history(request: web.Request) -> web.Response:
+    kernel_id = request.query.get("kernel_id")
+    if kernel_id is not None and not is_valid_id(kernel_id):
+        raise InvalidRequest(f"kernel_id: {kernel_id!r} is not a valid kernel id")
+    return _ok(request.app[CORE].history.to_dict(kernel_id))
 
 
 async def _kernels(request: web.Request) -> web.Response:
@@ -305,6 +312,7 @@ def build_app(
     r.add_get("/healthz", _healthz)
     r.add_get("/status", _status)
     r.add_get("/metrics", _metrics)
+    r.add_get("/usage/history", _history)
     r.add_get("/kernels", _kernels)
     r.add_get("/kernels/{kernel_id}", _kernel)
     r.add_post("/kernels/{kernel_id}/destroy", _destroy)

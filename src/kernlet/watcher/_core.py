@@ -29,6 +29,7 @@ from kernlet.events import (
 )
 from kernlet.periodic import every
 from kernlet.watcher._handle import AgentHandle
+from kernlet.watcher._history import UsageHistory
 from kernlet.watcher._link import AgentLink
 from kernlet.watcher._live import Hub, KernelView, sse
 from kernlet.watcher._metrics import WatcherMetrics
@@ -59,13 +60,15 @@ class WatcherCore:
         hostname: str,
         request_sample: Callable[[Mapping[str, str]], None],
         clock: Callable[[], float] = time.time,
+        metrics: WatcherMetrics | None = None,
     ) -> None:
         self.handle = handle
         self.link = AgentLink(handle)
         self.view = KernelView(handle.store)
         self.hub = Hub()
-        self.metrics = WatcherMetrics()
+        self.metrics = metrics or WatcherMetrics()
         self.usage = Usage()
+        self.history = UsageHistory()
         self.loop_lag = 0.0
         self.capacity = dict(capacity)
         cfg = handle.cfg.agent
@@ -149,6 +152,7 @@ class WatcherCore:
     def set_usage(self, usage: Usage) -> None:
         """A new usage sample from the watcher actor (loop)."""
         self.usage = usage
+        self.history.add(usage)
 
     # -- queries (loop) ---------------------------------------------------------------------------
 

@@ -1,6 +1,11 @@
 """Prometheus metrics of one agent, in a registry of its own (several agents may share a process).
 
-Two kinds, both rendered by ``GET /metrics`` in the Prometheus text format:
+Rendered by ``GET /metrics`` in the Prometheus text format, or in OpenMetrics when the
+scraper asks for it (``Accept: application/openmetrics-text``):
+
+- the client library's process, platform and GC collectors (``process_*``, ``python_*``);
+- requests over NATS by command and error type (``kernlet_requests_total``) and their
+  duration per command (``kernlet_request_duration_seconds``), fed by the command server;
 
 - counters and a histogram fed by the durable events as they are appended (lifecycle
   transitions, events by type, finished executions, create latency), and the count of
@@ -16,21 +21,36 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    GCCollector,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+    generate_latest,
+)
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
-from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
+from prometheus_client.openmetrics import exposition as openmetrics
 from prometheus_client.registry import Collector
 
 from kernlet.events import Envelope, ExecutionFinished, KernelStarted, KernelState
 from kernlet.watcher._guard import REASONS
 from kernlet.watcher._status import NodeStatus
 
-__all__ = ["CONTENT_TYPE", "CREATE_BUCKETS", "WatcherMetrics"]
+__all__ = ["CONTENT_TYPE", "CREATE_BUCKETS", "OPENMETRICS_TYPE", "REQUEST_BUCKETS",
+           "WatcherMetrics"]
 
-CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+OPENMETRICS_TYPE = openmetrics.CONTENT_TYPE_LATEST
 
 #: seconds from create request to running kernel
 CREATE_BUCKETS = (0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 8.0, 13.0, 20.0, 30.0, 60.0, 120.0)
+#: seconds from a request's arrival to its reply (an execute runs as long as the code does)
+REQUEST_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+                   2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
+#: the unit in a slot's gauge names (other slots, e.g. cuda.device and cuda.shares: devices)
+SLOT_UNITS = {"cpu": "cores", "mem": "bytes"}
 
 
 class _SnapshotCollector(Collector):
@@ -55,15 +75,17 @@ class _SnapshotCollector(Collector):
         for state, n in sorted(s.by_state.items()):
             kernels.add_metric([state], float(n))
         yield kernels
-        for name, doc, table in (
-            ("kernlet_node_capacity", "Node capacity by slot (cpu: cores, mem: bytes)",
-             s.capacity),
-            ("kernlet_node_allocated", "Slots allocated to live kernels", s.used),
-        ):
-            g = GaugeMetricFamily(name, doc, labels=["slot"])
+        for what, doc, table in (("capacity", "What the node offers kernels", s.capacity),
+                                 ("allocated", "What live kernels hold", s.used)):
+            by_unit: dict[str, GaugeMetricFamily] = {}
             for slot, amount in sorted(table.items()):
-                g.add_metric([slot], float(amount))
-            yield g
+                unit = SLOT_UNITS.get(slot, "devices")
+                if unit not in by_unit:
+                    by_unit[unit] = GaugeMetricFamily(
+                        f"kernlet_node_{what}_{unit}", f"{doc}, in {unit}, by slot",
+                        labels=["slot"])
+                by_unit[unit].add_metric([slot], float(amount))
+            yield from by_unit.values()
         if s.usage.host is not None:
             yield GaugeMetricFamily("kernlet_host_cpu_ratio", "Share of the host's cores busy",
                                     value=s.usage.host.cpu_ratio)
@@ -92,7 +114,7 @@ class _SnapshotCollector(Collector):
                                     "Seconds since the last relist of containers", value=reconcile)
         cpu = CounterMetricFamily("kernlet_kernel_cpu_seconds", "CPU time used by a kernel",
                                   labels=["kernel_id"])
-        ratio = GaugeMetricFamily("kernlet_kernel_cpu_ratio",
+        ratio = GaugeMetricFamily("kernlet_kernel_cpu_usage_cores",
                                   "Cores a kernel kept busy over the last sample",
                                   labels=["kernel_id"])
         mem = GaugeMetricFamily("kernlet_kernel_memory_bytes", "Memory used by a kernel",
@@ -112,6 +134,19 @@ class WatcherMetrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
+        # the process's own figures (CPU, memory, fds, start time), Python's version and GC
+        ProcessCollector(registry=r)
+        PlatformCollector(registry=r)
+        GCCollector(registry=r)
+        self.requests = Counter(
+            "kernlet_requests", "Requests over NATS, by command and error type (none: answered "
+            "with a result)", ["command", "error"], registry=r,
+        )
+        self.request_seconds = Histogram(
+            "kernlet_request_duration_seconds",
+            "Seconds from a request's arrival to its reply, by command",
+            ["command"], buckets=REQUEST_BUCKETS, registry=r,
+        )
         self.events = Counter("kernlet_events", "Durable events appended, by type", ["type"],
                               registry=r)
         self.transitions = Counter(
@@ -151,7 +186,16 @@ class WatcherMetrics:
             if origin != after.state.value:
                 self.transitions.labels(origin, after.state.value).inc()
 
-    def render(self, status: NodeStatus) -> bytes:
-        """The text exposition, with gauges from ``status``."""
+    def observe_request(self, command: str, error: str | None, seconds: float) -> None:
+        """Count one answered request (``error``: the reply's error type, None: a result)."""
+        self.requests.labels(command, error or "none").inc()
+        self.request_seconds.labels(command).observe(seconds)
+
+    def render(self, status: NodeStatus, accept: str = "") -> tuple[bytes, str]:
+        """The exposition and its content type, with gauges from ``status``: OpenMetrics when
+        ``accept`` (the request's Accept header) asks for it, else the Prometheus text."""
         self._snapshot.status = status
-        return generate_latest(self.registry)
+        if "application/openmetrics-text" in accept:
+            text: bytes = openmetrics.generate_latest(self.registry)  # type: ignore[no-untyped-call]
+            return text, OPENMETRICS_TYPE
+        return generate_latest(self.registry), CONTENT_TYPE

@@ -1,4 +1,5 @@
-"""The watcher's HTTP API as an OpenAPI 3.0 document, written by hand and served at /openapi.json.
+"""The watcher's HTTP API as an OpenAPI 3.0 document, served at /openapi.json: the paths are
+listed here, every schema is generated from the pydantic models of kernlet.watcher._schemas.
 
 A unit test checks that it names exactly the routes the app serves; schemathesis checks, against
 a live agent, that the answers match it.
@@ -10,7 +11,7 @@ import copy
 from typing import Any
 
 from kernlet import __version__
-from kernlet.events import State
+from kernlet.watcher._schemas import openapi_components
 
 __all__ = ["KERNEL_ID_PATTERN", "openapi_spec"]
 
@@ -40,96 +41,8 @@ def _obj(props: dict[str, Any], required: list[str] | None = None) -> dict[str, 
     return out
 
 
-_SCHEMAS: dict[str, Any] = {
-    "Error": _obj({
-        "error": _obj({"type": _STR, "message": _STR}),
-    }),
-    "Check": _obj({"ok": {"type": "boolean"}, "detail": _STR}),
-    "Health": _obj({
-        "ok": {"type": "boolean"},
-        "checks": {"type": "object", "additionalProperties": _ref("Check")},
-    }),
-    "Usage": {**_obj({
-        "container_id": _STR,
-        "cpu_seconds": _NUM,
-        "cpu_ratio": _NUM,
-        "memory_bytes": _INT,
-    }), "nullable": True},
-    "Kernel": _obj({
-        "id": _STR,
-        "session_id": _STR,
-        "state": {"type": "string", "enum": [s.value for s in State]},
-        "image": _STR,
-        "container_id": _STR,
-        "slots": {"type": "object", "additionalProperties": _STR},
-        "executions": _INT,
-        "created_at": _NUM,
-        "updated_at": _NUM,
-        "reason": _STR,
-        "exit_code": {"type": "integer", "nullable": True},
-        "usage": _ref("Usage"),
-    }),
-    "Event": _obj({
-        "id": _STR,
-        "kernel_id": _STR,
-        "seq": {"type": "integer", "minimum": 1},
-        "time": _NUM,
-        "type": _STR,
-        "version": {"type": "integer", "minimum": 1},
-        "payload": {"type": "object"},
-        "state": {"type": "string", "enum": [s.value for s in State]},
-    }),
-    "KernelList": _obj({"kernels": {"type": "array", "items": _ref("Kernel")}}),
-    "KernelDetail": {
-        "allOf": [
-            _ref("Kernel"),
-            _obj({
-                "live": {"type": "boolean"},
-                "events": {"type": "array", "items": _ref("Event"), "minItems": 1},
-            }),
-        ]
-    },
-    "Status": _obj({
-        "agent": _obj({
-            "id": _STR, "version": _STR, "region": _STR, "scaling_group": _STR,
-            "hostname": _STR, "started_at": _NUM, "uptime_seconds": _NUM,
-        }),
-        "resources": _obj({
-            "capacity": {"type": "object", "additionalProperties": _NUM},
-            "used": {"type": "object", "additionalProperties": _NUM},
-            "free": {"type": "object", "additionalProperties": _NUM},
-        }),
-        "host": {**_obj({
-            "cpu_count": _INT, "cpu_ratio": _NUM, "mem_total": _INT, "mem_available": _INT,
-        }), "nullable": True},
-        "kernels": _obj({
-            "live": _INT,
-            "total": _INT,
-            "by_state": {"type": "object", "additionalProperties": _INT},
-        }),
-        "event_log": _obj({"events": _INT, "bytes": _INT, "undelivered": _INT}),
-        "nats": _obj({"connected": {"type": "boolean"}, "published": _INT, "last_error": _STR}),
-        "heartbeat_age_seconds": {"type": "number", "nullable": True},
-        "reconcile_age_seconds": {"type": "number", "nullable": True},
-        "loop_lag_seconds": _NUM,
-        "usage": {"type": "object", "additionalProperties": _ref("Usage")},
-    }),
-    "DestroyRequest": {
-        "type": "object",
-        "properties": {"reason": {"type": "string", "minLength": 1, "maxLength": 128}},
-        "additionalProperties": False,
-    },
-    "DestroyResult": _obj({
-        "id": _STR,
-        "reason": _STR,
-        "exit_code": {"type": "integer", "nullable": True},
-    }),
-    "ResetResult": _obj({
-        "destroyed": {"type": "array", "items": _STR},
-        "failed": {"type": "object", "additionalProperties": _obj({"type": _STR, "message": _STR})},
-    }),
-    "Accepted": _obj({"ok": {"type": "boolean"}, "message": _STR}),
-}
+#: generated from the response models (kernlet.watcher._schemas), never written here
+_SCHEMAS: dict[str, Any] = openapi_components()
 
 _AUTH_ERRORS = {
     "401": _error("The X-Kernlet-Token header is missing"),
@@ -166,6 +79,16 @@ _PATHS: dict[str, Any] = {
             "description": "Metrics",
             "content": {"text/plain": {"schema": {"type": "string"}}},
         }},
+    }},
+    "/usage/history": {"get": {
+        "operationId": "usageHistory",
+        "summary": "The last minutes of usage samples: the node's [time, cpu busy share, "
+                   "memory used bytes], each live kernel's [time, cores busy, memory bytes]",
+        "parameters": [{"name": "kernel_id", "in": "query", "required": False,
+                        "schema": {"type": "string", "pattern": KERNEL_ID_PATTERN},
+                        "description": "only this kernel's samples"}],
+        "responses": {"200": _json(_ref("UsageHistory"), "The samples, oldest first"),
+                      "400": _error("kernel_id is not a valid kernel id")},
     }},
     "/kernels": {"get": {
         "operationId": "listKernels",

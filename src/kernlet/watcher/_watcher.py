@@ -26,6 +26,7 @@ from kernlet.watcher._actor import Sample, ShutdownAgent, WatcherActor
 from kernlet.watcher._app import build_app
 from kernlet.watcher._core import WatcherCore
 from kernlet.watcher._handle import AgentHandle
+from kernlet.watcher._metrics import WatcherMetrics
 from kernlet.watcher._usage import UsageTracker, read_meminfo
 
 __all__ = ["Watcher", "node_capacity"]
@@ -49,12 +50,16 @@ class Watcher:
         capacity: Mapping[str, float] | None = None,
         tracker: UsageTracker | None = None,
         stop_agent: Callable[[], None] | None = None,
+        metrics: WatcherMetrics | None = None,
     ) -> None:
         self.handle = handle
         self.cfg = handle.cfg.watcher
         self._capacity = dict(capacity) if capacity is not None else node_capacity()
         self._tracker = tracker or UsageTracker()
         self._stop_agent = stop_agent or handle.stop
+        #: the agent's registry (the command server counts requests into it before the
+        #: watcher starts); None: one of its own
+        self._metrics = metrics
         self.actor: pykka.ActorRef[Any] | None = None
         self.core: WatcherCore | None = None
         self._runner: web.AppRunner | None = None
@@ -70,6 +75,7 @@ class Watcher:
             capacity=self._capacity,
             hostname=socket.gethostname(),
             request_sample=self._request_sample,
+            metrics=self._metrics,
         )
         self.actor = WatcherActor.start(loop, self._tracker, self.core.set_usage, self._stop_agent)
         try:

@@ -104,6 +104,8 @@
       const k = kernels.get(kid);
       if (k) k.usage = usage;
     }
+    charts.add(s, now());
+    renderCharts();
     renderKernels();
   }
 
@@ -233,8 +235,17 @@
 
   // -- timeline -----------------------------------------------------------------------------
 
+  const charts = window.kernletCharts;
+
+  function renderCharts() {
+    const k = selected ? kernels.get(selected) : null;
+    charts.select(selected, k && k.slots ? k.slots.cpu : 1);
+    charts.render({ bytes, num });
+  }
+
   async function select(id) {
     selected = id;
+    renderCharts();
     renderKernels();
     timeline = { id, events: [], loading: true };
     renderTimeline();
@@ -405,7 +416,7 @@
 
   $("show-ended").addEventListener("change", renderKernels);
   $("destroy").addEventListener("click", () => { destroySelected().catch((err) => toast(String(err))); });
-  connect();
+  charts.load().then(renderCharts).catch(() => {}).finally(connect);
   pollHealth();
   setInterval(pollHealth, 5000);
   setInterval(() => {
