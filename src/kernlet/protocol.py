@@ -22,17 +22,32 @@ import re
 from typing import Annotated, Any, Literal
 
 from pydantic import (
-    BaseModel,
-    ConfigDict,
     Field,
     StringConstraints,
     ValidationError,
-    field_validator,
     model_validator,
 )
 
 from kernlet.cluster import plan_cluster
 from kernlet.errors import InvalidRequest, UnknownCommand
+from kernlet.protocol_base import KernelId
+from kernlet.protocol_base import Request as _Request
+from kernlet.protocol_create import (
+    ClusterSpec,
+    CreateKernels,
+    CreateLocalNetwork,
+    DestroyLocalNetwork,
+    KernelConfig,
+    Mount,
+)
+from kernlet.protocol_images import (
+    CheckAndPull,
+    CommitKernel,
+    GetCommitStatus,
+    ListImages,
+    PurgeImages,
+    PushImage,
+)
 
 __all__ = [
     "COMMANDS",
@@ -77,7 +92,6 @@ __all__ = [
     "parse_request",
 ]
 
-KernelId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")]
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
@@ -93,102 +107,8 @@ def events_subject(prefix: str, agent_id: str, stream: str, event_type: str) -> 
     return f"{prefix}.events.{agent_id}.{stream}.{event_type}"
 
 
-class _Request(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
-
-
-SlotName = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_-]*(\.[a-z0-9_-]+)*$",
-                                            max_length=64)]
-
-
-class Mount(_Request):
-    """One storage mount: a directory under a storage root (``[storage] roots``), bound into
-    the kernel. Checked against the roots by :mod:`kernlet.drivers.storage`."""
-
-    #: ``"root:relative/path"`` (``"root:"`` or ``"root:."`` is the root itself)
-    source: Annotated[str, StringConstraints(min_length=2, max_length=4096)]
-    #: where it appears: a path under /home/work (not /home/work itself)
-    target: Annotated[str, StringConstraints(min_length=1, max_length=4096)]
-    mode: Literal["ro", "rw"] = "rw"
-
-
-class KernelConfig(_Request):
-    """How to create one kernel."""
-
-    image: Annotated[str, StringConstraints(min_length=1, max_length=256)]
-    #: CPU cores (fractions allowed); None = agent default
-    cpu: Annotated[float, Field(gt=0, le=1024)] | None = None
-    #: memory limit in bytes; None = agent default
-    mem: Annotated[int, Field(ge=16 * 1024**2)] | None = None
-    #: other resource slots (e.g. {"cuda.device": 1}), all or nothing with cpu and mem;
-    #: amounts as numbers or decimal strings. Slot names, amounts and this node's capacity
-    #: are checked before anything is created (InvalidRequest / InsufficientResource)
-    slots: Annotated[dict[SlotName, int | float | str], Field(max_length=32)] = Field(
-        default_factory=dict)
-    #: bytes of /dev/shm, at most ``mem``; None = ``container.shm-size``
-    shm_size: Annotated[int, Field(ge=1024**2)] | None = None
-    environ: dict[str, str] = Field(default_factory=dict)
-    #: shell script run once in /home/work before the runtime starts
-    bootstrap: Annotated[str, StringConstraints(max_length=64 * 1024)] = ""
-    #: storage mounts (see :class:`Mount`)
-    mounts: Annotated[list[Mount], Field(max_length=64)] = Field(default_factory=list)
-
-    @field_validator("slots")
-    @classmethod
-    def _not_cpu_or_mem(cls, v: dict[str, Any]) -> dict[str, Any]:
-        both = sorted({"cpu", "mem"} & set(v))
-        if both:
-            raise ValueError(f"{', '.join(both)}: set by the fields of that name, not in slots")
-        return v
-    #: container ports to publish now for servers the user starts later (host ports from
-    #: the port pool, all or nothing with the service ports; in the create result)
-    preopen_ports: Annotated[list[Annotated[int, Field(ge=1, le=65535)]],
-                             Field(max_length=16)] = Field(default_factory=list)
-
-
 class Ping(_Request):
     msg: str = ""
-
-
-HostName = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9-]{0,62}$")]
-NetworkName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")]
-
-
-class ClusterSpec(_Request):
-    """The kernels of one create_kernels call as one session on a network of its own
-    (docs/sessions.md). Lists are in ``kernel_ids`` order."""
-
-    #: "single-node": a bridge network on this agent; "multi-node" is designed (Docker overlay
-    #: networks, docs/sessions.md) and refused by this agent
-    mode: Literal["single-node", "multi-node"] = "single-node"
-    #: each kernel's role; default: the first "main", the others "sub"
-    roles: list[Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9]{0,15}$")]] | None = None
-    #: each kernel's hostname; default: role + index within the role (main1, sub1, sub2...)
-    hostnames: list[HostName] | None = None
-    #: give the session an ssh keypair and run an ssh server in each kernel
-    ssh: bool = True
-    #: attach to this network made by create_local_network (the manager owns it); "": the
-    #: agent makes one for the session and removes it after its last kernel
-    network: NetworkName | Literal[""] = ""
-
-
-class CreateKernels(_Request):
-    session_id: KernelId
-    kernel_ids: Annotated[list[KernelId], Field(min_length=1, max_length=64)]
-    configs: Annotated[list[KernelConfig], Field(min_length=1, max_length=64)]
-    #: make the kernels one session on its own network (None: each on the default bridge)
-    cluster: ClusterSpec | None = None
-
-
-class CreateLocalNetwork(_Request):
-    """Make a bridge network that the manager owns (kernels join it by ``cluster.network``;
-    it stays until destroy_local_network)."""
-
-    network: NetworkName
-
-
-class DestroyLocalNetwork(_Request):
-    network: NetworkName
 
 
 class DestroyKernel(_Request):
@@ -308,58 +228,6 @@ class TriggerBatchExecution(_Request):
 
 class GatherHwinfo(_Request):
     pass
-
-
-class CheckAndPull(_Request):
-    image: Annotated[str, StringConstraints(min_length=1, max_length=256)]
-    #: seconds the pull may take (the reference's default: 2 hours)
-    timeout: Annotated[float, Field(gt=0, le=24 * 3600)] = 7200.0
-
-
-#: a repository name: ``[host[:port]/]path`` in lower case (Docker's rule)
-Repository = Annotated[str, StringConstraints(
-    pattern=r"^[a-z0-9][a-z0-9._-]*(:[0-9]{1,5})?(/[a-z0-9][a-z0-9._-]*)+$|^[a-z0-9][a-z0-9._-]*$",
-    max_length=200)]
-Tag = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")]
-#: an image name: repository, ``repository:tag`` or an image id
-ImageName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._/:@-]{0,255}$")]
-
-
-class CommitKernel(_Request):
-    """Commit the running kernel's container to the new image ``image:tag`` (background;
-    image_commit_started / image_commit_finished)."""
-
-    kernel_id: KernelId
-    image: Repository
-    tag: Tag = "latest"
-
-
-class GetCommitStatus(_Request):
-    """A commit's status by its id, or the latest commit of ``kernel_id``."""
-
-    commit_id: Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{32}$")] | None = None
-    kernel_id: KernelId | None = None
-
-
-class PushImage(_Request):
-    """Push a local image to ``registry`` (``host:port``; default: the one its name names)
-    with the credentials of ``[registries]`` (background; image_push_progress, image_pushed)."""
-
-    image: ImageName
-    registry: Annotated[str, StringConstraints(
-        pattern=r"^([A-Za-z0-9][A-Za-z0-9.-]*(:[0-9]{1,5})?)?$", max_length=255)] = ""
-
-
-class PurgeImages(_Request):
-    """Remove local images no live kernel uses (``force``: also those only stopped
-    containers use; never one a live kernel runs)."""
-
-    images: Annotated[list[ImageName], Field(min_length=1, max_length=256)]
-    force: bool = False
-
-
-class ListImages(_Request):
-    """The node's kernel images: id, tags, repo digests, size, labels (a fresh rescan)."""
 
 
 class StartService(_Request):
