@@ -21,11 +21,29 @@ import tempfile
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from kernlet.layout import WORK_IN_CONTAINER
+from kernlet.image_kinds import (
+    _ADD_WORK_USER,
+    _EXCLUDED_PATHS,
+    _TRIM,
+    DEFAULT_PYTHON_TAG,
+    DEFAULT_R_TAG,
+    JUPYTER_KERNEL_ENV,
+    JUPYTER_KERNEL_LABEL,
+    KERNELSPEC_LABEL,
+    KINDS,
+    PYTHON_IMAGE_LABELS,
+    PYTHON_PACKAGES,
+    R_IMAGE_LABELS,
+    R_PACKAGES,
+    RECIPE_LABEL,
+    SERVICE_PORTS_LABEL,
+    SUITE,
+    WORK_HOME,
+    ImageKind,
+)
 
 __all__ = [
     "DEFAULT_PYTHON_TAG",
@@ -36,6 +54,7 @@ __all__ = [
     "KINDS",
     "PYTHON_IMAGE_LABELS",
     "PYTHON_PACKAGES",
+    "RECIPE_LABEL",
     "R_IMAGE_LABELS",
     "R_PACKAGES",
     "SERVICE_PORTS_LABEL",
@@ -49,157 +68,6 @@ __all__ = [
     "list_images",
     "python_build_commands",
 ]
-
-DEFAULT_PYTHON_TAG = "kernlet/python:3.11"  # bookworm's python3 is 3.11
-SUITE = "bookworm"
-KERNELSPEC_LABEL = "ai.kernlet.kernelspec"
-SERVICE_PORTS_LABEL = "ai.kernlet.service-ports"  # format: kernlet.runner.services
-#: The Jupyter kernelspec (a name under /usr/share/jupyter/kernels) whose kernel query mode
-#: drives; absent: the runtime's own ipykernel spec. The build also sets it as the image's
-#: environment variable :data:`JUPYTER_KERNEL_ENV`, which is how the runtime reads it.
-JUPYTER_KERNEL_LABEL = "ai.kernlet.jupyter-kernel"
-JUPYTER_KERNEL_ENV = "KERNLET_JUPYTER_KERNEL"
-DEFAULT_R_TAG = "kernlet/r:4.2"  # bookworm's r-base-core is 4.2
-WORK_UID = WORK_GID = 1000
-WORK_HOME = WORK_IN_CONTAINER
-
-PYTHON_PACKAGES: tuple[str, ...] = (
-    "python3",
-    "python3-ipykernel",
-    "python3-jupyter-client",
-    "python3-matplotlib-inline",
-    "python3-msgpack",
-    "python3-matplotlib",
-    "python3-numpy",
-    # python3-fonttools (for matplotlib) needs "python3-scipy | python3-munkres": naming munkres
-    # keeps scipy out, and with it pythran, gcc and the C headers (about 400 MB).
-    "python3-munkres",
-    # In-container services (docs/services.md): Jupyter Notebook 6 for "jupyter"; it brings
-    # tornado and terminado, which kernlet's own web terminal ("terminal") uses.
-    "python3-notebook",
-    # xterm.js for the terminal page: bookworm's libjs-xterm ships a broken stub as xterm.js,
-    # node-xterm (1.4 MB, no nodejs) the CommonJS modules that runner/terminal.py bundles.
-    "node-xterm",
-    "ca-certificates",
-    "procps",
-    # ssh between the kernels of a session (docs/sessions.md): dropbear's server runs as the
-    # kernel's user on the session network; OpenSSH's client is the `ssh` users type.
-    "dropbear-bin", "openssh-client",
-)
-
-PYTHON_IMAGE_LABELS: dict[str, str] = {
-    KERNELSPEC_LABEL: "1",
-    "ai.kernlet.runtime-type": "python",
-    "ai.kernlet.runtime-path": "/usr/bin/python3",
-    "ai.kernlet.features": "query,batch,input,interrupt,complete",
-    SERVICE_PORTS_LABEL: "jupyter:http:8888,terminal:http:7681",
-    "ai.kernlet.built-by": "kernlet image build",
-}
-
-PYTHON_IMAGE_ENV: dict[str, str] = {
-    "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-    "LANG": "C.UTF-8",
-    "HOME": WORK_HOME,
-    "PYTHONUNBUFFERED": "1",
-    # python3-matplotlib-inline is installed, and the build checks that the module is there.
-    "MPLBACKEND": "module://matplotlib_inline.backend_inline",
-}
-
-#: The R image: IRkernel from Debian, and the Python that the runtime itself needs.
-R_PACKAGES: tuple[str, ...] = (
-    "python3",
-    "python3-jupyter-client",
-    "python3-msgpack",
-    "r-base-core",
-    "r-cran-irkernel",
-    "ca-certificates",
-    "procps",
-)
-
-R_IMAGE_LABELS: dict[str, str] = {
-    KERNELSPEC_LABEL: "1",
-    JUPYTER_KERNEL_LABEL: "ir",
-    "ai.kernlet.runtime-type": "r",
-    "ai.kernlet.runtime-path": "/usr/bin/R",
-    "ai.kernlet.features": "query,batch,input,interrupt,complete",
-    "ai.kernlet.built-by": "kernlet image build",
-}
-
-R_IMAGE_ENV: dict[str, str] = {
-    "PATH": PYTHON_IMAGE_ENV["PATH"],
-    "LANG": "C.UTF-8",
-    "HOME": WORK_HOME,
-    JUPYTER_KERNEL_ENV: R_IMAGE_LABELS[JUPYTER_KERNEL_LABEL],
-}
-
-# Shell run by mmdebstrap on the host once the tree is complete; $1 is the tree's root.
-_ADD_WORK_USER = f"""
-set -e
-grep -q '^work:' "$1/etc/group" || echo 'work:x:{WORK_GID}:' >> "$1/etc/group"
-grep -q '^work:' "$1/etc/passwd" ||
-  echo 'work:x:{WORK_UID}:{WORK_GID}:kernlet:{WORK_HOME}:/bin/bash' >> "$1/etc/passwd"
-if [ -e "$1/etc/shadow" ] && ! grep -q '^work:' "$1/etc/shadow"; then
-  echo 'work:*:19000:0:99999:7:::' >> "$1/etc/shadow"
-fi
-mkdir -p "$1{WORK_HOME}"
-chown {WORK_UID}:{WORK_GID} "$1{WORK_HOME}"
-"""
-_CHECK_MODULES = " && ".join(
-    f'test -e "$1{path}"'
-    for path in (
-        "/usr/lib/python3/dist-packages/matplotlib_inline",
-        "/usr/lib/python3/dist-packages/notebook",
-        "/usr/lib/python3/dist-packages/terminado",
-        "/usr/share/nodejs/xterm/lib/public/Terminal.js",  # runner/terminal.py's XTERM_LIB
-    )
-)
-# Debian's r-cran-irkernel ships the R code, not a kernelspec: write the one that
-# IRkernel::installspec() would (its argv, display name and language).
-_IR_SPEC = json.dumps({
-    "argv": ["/usr/bin/R", "--slave", "-e", "IRkernel::main()", "--args", "{connection_file}"],
-    "display_name": "R", "language": "R", "interrupt_mode": "signal",
-})
-_ADD_IR_SPEC = (
-    'test -e "$1/usr/share/jupyter/kernels/ir/kernel.json" || '
-    '{ mkdir -p "$1/usr/share/jupyter/kernels/ir" && '
-    f"printf '%s' '{_IR_SPEC}' > \"$1/usr/share/jupyter/kernels/ir/kernel.json\"; }}"
-)
-_CHECK_R = 'test -e "$1/usr/lib/R/site-library/IRkernel" && test -e "$1/usr/bin/R"'
-_TRIM = 'rm -rf "$1"/var/lib/apt/lists/* "$1"/var/cache/apt/* "$1"/var/log/apt/* "$1"/tmp/*'
-_EXCLUDED_PATHS = (
-    "/usr/share/man/*",
-    "/usr/share/info/*",
-    "/usr/share/doc/*",
-    "/usr/share/locale/*",
-    "/usr/share/lintian/*",
-)
-
-
-@dataclass(frozen=True, slots=True)
-class ImageKind:
-    """What ``kernlet image build KIND`` makes: packages, labels, environment, checks."""
-
-    name: str
-    default_tag: str
-    packages: tuple[str, ...]
-    labels: dict[str, str]
-    env: dict[str, str]
-    hooks: tuple[str, ...]  # mmdebstrap customize hooks after the work user is added
-    describe: str
-
-
-KINDS: dict[str, ImageKind] = {
-    "python": ImageKind(
-        "python", DEFAULT_PYTHON_TAG, PYTHON_PACKAGES, PYTHON_IMAGE_LABELS, PYTHON_IMAGE_ENV,
-        (_CHECK_MODULES,),
-        "Python 3.11 on ipykernel, with IPython display, matplotlib, numpy, notebook",
-    ),
-    "r": ImageKind(
-        "r", DEFAULT_R_TAG, R_PACKAGES, R_IMAGE_LABELS, R_IMAGE_ENV, (_ADD_IR_SPEC, _CHECK_R),
-        "R 4.2 on IRkernel (Debian's r-base-core, r-cran-irkernel); png plots as images",
-    ),
-}
-
 
 class ImageError(Exception):
     """An image could not be built or inspected; the message says why and where to look."""
@@ -223,6 +91,17 @@ def _docker(*args: str, input_path: Path | None = None) -> str:
     if proc.returncode != 0:
         raise ImageError(f"docker {args[0]} {args[1]}: {proc.stderr.strip() or proc.returncode}")
     return proc.stdout
+
+
+def _label(tag: str, label: str) -> str | None:
+    """A label of the local image ``tag`` (None when absent)."""
+    try:
+        out = _docker("image", "inspect", "--format", "{{json .Config.Labels}}", tag)
+    except ImageError:
+        return None
+    labels = json.loads(out or "null") or {}
+    value = labels.get(label)
+    return str(value) if value is not None else None
 
 
 def image_id(tag: str) -> str | None:
@@ -278,7 +157,8 @@ def build_commands(kind: ImageKind, tar: Path, tag: str) -> tuple[list[str], lis
         SUITE,
         str(tar),
     ]
-    changes = [f"LABEL {json.dumps(k)}={json.dumps(v)}" for k, v in kind.labels.items()]
+    labels = {**kind.labels, RECIPE_LABEL: kind.recipe}
+    changes = [f"LABEL {json.dumps(k)}={json.dumps(v)}" for k, v in labels.items()]
     changes += [f"ENV {k}={json.dumps(v)}" for k, v in kind.env.items()]
     changes += [f"WORKDIR {WORK_HOME}", 'CMD ["/usr/bin/python3"]']
     docker_import = [
@@ -330,7 +210,9 @@ def ensure_image(
 ) -> str:
     """Return the id of the ``kind`` kernel image ``tag``, building it first when needed.
 
-    An existing image with that tag is reused unless ``rebuild``. ``on_phase`` is told
+    An existing image with that tag is reused unless ``rebuild``, or unless it was built from
+    another recipe (its ``ai.kernlet.recipe`` label: packages, labels, environment, hooks), so
+    a changed package list is never hidden by an old image of the same tag. ``on_phase`` is told
     "bootstrapping", then "importing"; ``on_log`` gets each line mmdebstrap prints. The whole
     log is written to ``log_file`` (default: /var/lib/kernlet/images/build-KIND.log, or
     under $KERNLET_IMAGE_DIR).
@@ -340,7 +222,7 @@ def ensure_image(
     state = _state_dir()
     with _build_lock(state):
         old = image_id(tag)
-        if old is not None and not rebuild:
+        if old is not None and not rebuild and _label(tag, RECIPE_LABEL) == spec.recipe:
             return old
         log_path = log_file or build_log_path(kind)
         for tool in ("mmdebstrap", "docker"):

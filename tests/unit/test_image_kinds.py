@@ -39,3 +39,15 @@ def test_python_commands_are_unchanged_by_the_kinds() -> None:
     mmdebstrap, docker_import = images.python_build_commands(Path("/t.tar"), "p:x")
     assert f"--include={','.join(images.PYTHON_PACKAGES)}" in mmdebstrap
     assert not any("jupyter-kernel" in a or "KERNLET_JUPYTER_KERNEL" in a for a in docker_import)
+
+
+def test_the_recipe_label_names_what_went_in() -> None:
+    import dataclasses
+    from pathlib import Path
+
+    python = images.KINDS["python"]
+    _, docker_import = images.build_commands(python, Path("/tmp/x.tar"), "t:1")
+    assert f'LABEL "{images.RECIPE_LABEL}"="{python.recipe}"' in docker_import
+    changed = dataclasses.replace(python, packages=(*python.packages, "less"))
+    assert changed.recipe != python.recipe  # a changed package list rebuilds the image
+    assert dataclasses.replace(python).recipe == python.recipe
