@@ -45,6 +45,8 @@ PYTHON_PACKAGES: tuple[str, ...] = (
     # ssh between the kernels of a session (docs/sessions.md): dropbear's server runs as the
     # kernel's user on the session network; OpenSSH's client is the `ssh` users type.
     "dropbear-bin", "openssh-client",
+    # kernlet.helpers.install() (docs/runtime.md): pip installs into the kernel's user site
+    "python3-pip",
 )
 
 PYTHON_IMAGE_LABELS: dict[str, str] = {
