@@ -38,6 +38,8 @@ def test_image_has_kernlet_labels_and_env(image_id: str) -> None:
         "ai.kernlet.features": "query,batch,input,interrupt,complete",
         "ai.kernlet.service-ports": "jupyter:http:8888,terminal:http:7681",
         "ai.kernlet.built-by": "kernlet image build",
+        # what went into the build, so a changed recipe is rebuilt (see images.ensure_image)
+        "ai.kernlet.recipe": images.KINDS["python"].recipe,
     }
     env = dict(item.split("=", 1) for item in config["Env"])
     assert env["LANG"] == "C.UTF-8"
