@@ -25,7 +25,7 @@ from nats.aio.client import Client
 from kernlet.client_events import EventSubscriber
 from kernlet.client_images import ImageCalls
 from kernlet.client_logs import follow_logs
-from kernlet.drivers.nats import describe, open_connection
+from kernlet.drivers.nats import open_connection, reason
 from kernlet.errors import (
     AgentTimeout,
     AgentUnavailable,
@@ -83,8 +83,8 @@ class KernletClient(ImageCalls):
         self._auth: dict[str, Any] = {"user": user, "password": password, "token": token,
                                       "user_credentials": creds}
         self._tls = tls
-        #: the last error nats-py reported (a failed attempt, a permissions violation)
-        self.last_error: Exception | None = None
+        #: the reason of the last failed attempt nats-py reported (``reason``'s words)
+        self.last_error: str | None = None
 
     async def __aenter__(self) -> KernletClient:
         await self.connect()
@@ -95,15 +95,17 @@ class KernletClient(ImageCalls):
 
     async def connect(self) -> None:
         if self._nc is None:
+            uses_tls = self._tls is not None or self.url.startswith("tls://")
+
             async def on_error(exc: Exception) -> None:
-                self.last_error = exc
+                self.last_error = reason(exc, self.last_error, uses_tls)
 
             try:
                 self._nc = await open_connection(self.url, self._tls, connect_timeout=5,
                                                  max_reconnect_attempts=3, error_cb=on_error,
                                                  **self._auth)
             except (nats.errors.Error, OSError) as exc:
-                why = describe(self.last_error or exc)
+                why = self.last_error or reason(exc, None, uses_tls)
                 raise AgentUnavailable(f"cannot reach NATS at {self.url}: {why}") from exc
 
     async def close(self) -> None:

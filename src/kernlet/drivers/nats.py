@@ -76,6 +76,16 @@ async def settle(nc: Client, timeout: float = 5.0) -> None:
     await nc.flush(timeout)  # type: ignore[arg-type]
 
 
+#: how a server's closing of the socket shows, when it follows its refusal
+_CLOSED_BY_SERVER = (ConnectionResetError, BrokenPipeError, nats.errors.UnexpectedEOF)
+#: the reasons (as :func:`describe` words them) that a server's refusal gives
+_REFUSALS = ("authorization violation", "TLS")
+#: said of a reset on a TLS connection when nothing more telling was read
+_TLS_RESET = ("the server closed the connection during or right after the TLS handshake "
+              "(a server that requires a client certificate does this when none, or one it "
+              "does not trust, is sent)")
+
+
 def describe(exc: BaseException) -> str:
     """What went wrong, in words an operator can act on (TLS and auth failures say so)."""
     if isinstance(exc, ssl.SSLCertVerificationError):
@@ -86,6 +96,22 @@ def describe(exc: BaseException) -> str:
             or "authorization violation" in str(exc).lower():
         return "authorization violation: the server refused these credentials"
     return f"{type(exc).__name__}: {exc}"
+
+
+def reason(exc: BaseException, previous: str | None, tls: bool) -> str:
+    """The reason a failed attempt gives, given the one before it.
+
+    A server that refuses credentials or a TLS peer closes the socket after its -ERR or
+    alert, and the client may read the reset before or after them (TLS 1.3 checks the
+    client's certificate after the client's handshake is done): a reset after a refusal
+    keeps the refusal as the reason, and a reset on TLS with nothing better says what it
+    most likely means."""
+    if isinstance(exc, _CLOSED_BY_SERVER):
+        if previous is not None and previous.startswith(_REFUSALS):
+            return previous
+        if tls:
+            return f"TLS failed: {_TLS_RESET}"
+    return describe(exc)
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,6 +145,7 @@ class NatsDriver:
         #: failed connection attempts since the last connection, and the last one's reason
         self.failures = 0
         self.last_error: str | None = None
+        self._tls = settings.tls is not None or settings.url.startswith("tls://")
 
     @property
     def connected(self) -> bool:
@@ -132,7 +159,7 @@ class NatsDriver:
         this is where a failure is told. A permissions violation is always an error; a
         failed connection attempt is logged the first time, when its reason changes and
         every 60th time after."""
-        what = describe(exc)
+        what = reason(exc, self.last_error, self._tls)
         if "permissions violation" in str(exc).lower():
             log.error("NATS %s: %s (see the permissions in docs/protocol.md)", self._settings.url,
                       exc)
