@@ -17,6 +17,8 @@ from typing import Any
 import aiohttp
 import pytest
 
+from integration.servers import stop_process
+
 __all__ = ["Page", "chromium_page"]
 
 
@@ -100,10 +102,5 @@ async def chromium_page(width: int = 1280, height: int = 800) -> AsyncIterator[P
                                 height=height, deviceScaleFactor=1, mobile=False)
                 yield page
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc)
         shutil.rmtree(profile, ignore_errors=True)

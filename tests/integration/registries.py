@@ -14,6 +14,7 @@ from pathlib import Path
 
 import bcrypt
 
+from integration.servers import stop_process
 from kernlet.halfstack import probe_registry, registry_config
 
 
@@ -58,9 +59,4 @@ def registry(root: Path, username: str = "", password: str = "") -> Iterator[Reg
             time.sleep(0.1)
         yield Registry(f"127.0.0.1:{port}", port, username, password, log)
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc)

@@ -13,13 +13,26 @@ import subprocess
 import time
 from pathlib import Path
 
-__all__ = ["ConfiguredNats", "PrivateEtcd", "PrivateNats", "PrivateRedis", "free_port", "port_open"]
+__all__ = ["ConfiguredNats", "PrivateEtcd", "PrivateNats", "PrivateRedis", "free_port", "port_open",
+           "stop_process"]
 
 
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def stop_process(proc: subprocess.Popen[bytes], timeout: float = 10.0) -> int:
+    """End a server this test started, by its own pid: SIGTERM, then SIGKILL if it has not
+    exited within ``timeout``; returns its exit status."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            return proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    return proc.wait()
 
 
 def port_open(port: int) -> bool:
@@ -55,8 +68,7 @@ class PrivateServer:
 
     def stop(self) -> None:
         if self.proc is not None:
-            self.proc.terminate()
-            self.proc.wait(10)
+            stop_process(self.proc)
             self.proc = None
 
 
