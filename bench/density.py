@@ -14,6 +14,7 @@ import statistics
 import time
 from typing import TYPE_CHECKING
 
+from bench.fleet import RSS_PER_KERNEL, footprint
 from bench.proc import AgentProc, container_memory
 from bench.report import Row, fmt_bytes, fmt_ratio, fmt_seconds, fmt_started, shorten
 from kernlet.client import KernletClient
@@ -30,8 +31,6 @@ BATCH = 20
 CPU = 0.02
 #: two service ports a kernel: room for 200, clear of the other agents' ranges
 PORT_RANGE = (31600, 32000)
-#: per-kernel agent RSS allowed (the same goal as the idle fleet's)
-RSS_GOAL = 1.5 * 1024**2
 
 
 def dense_agent(bench: Bench) -> AgentProc:
@@ -51,7 +50,7 @@ async def fig_density(bench: Bench, agent: AgentProc) -> None:
     async with KernletClient(bench.nats_url, agent_id=agent.agent_id, timeout=600) as client:
         say(f"density: starting agent {agent.agent_id}; its RSS over {seconds:.0f} s")
         await agent.start(client)
-        rss0, _ = await bench.footprint(agent, seconds)
+        rss0, _ = await footprint(agent, seconds)
         say(f"density: {n} kernels of {fmt_bytes(mem)}, {CPU} cpu, {BATCH} per call")
         ids: list[str] = []
         error = ""
@@ -69,7 +68,7 @@ async def fig_density(bench: Bench, agent: AgentProc) -> None:
         started = len(ids)
         say(f"density: {started} of {n} started in {t_create:.1f} s; "
             f"measuring {seconds:.0f} s idle")
-        rss1, _ = await bench.footprint(agent, seconds)
+        rss1, _ = await footprint(agent, seconds)
         cids = {k["id"]: k["container_id"] for k in await client.list_kernels()}
         used = [container_memory(str(cids[k])) for k in ids]
         say(f"density: reset_agent of {started} kernels")
@@ -96,8 +95,9 @@ async def fig_density(bench: Bench, agent: AgentProc) -> None:
     per_kernel = (rss1 - rss0) / started
     bench.rows.append(Row(
         f"density: agent RSS with {started} idle minimum kernels (per kernel)",
-        f"{fmt_bytes(rss1)} ({fmt_bytes(per_kernel)})", fmt_bytes(rss0),
-        fmt_ratio(rss1 / rss0), "<= 1.5 MiB per kernel", per_kernel <= RSS_GOAL))
+        f"{fmt_bytes(rss1)} ({per_kernel / 1024:.0f} KiB)", fmt_bytes(rss0),
+        fmt_ratio(rss1 / rss0), f"<= {RSS_PER_KERNEL // 1024} KiB per kernel",
+        per_kernel <= RSS_PER_KERNEL))
     bench.rows.append(Row(
         f"density: reset_agent of {started} kernels until it answered (per kernel)",
         f"{fmt_seconds(t_reset)} ({fmt_seconds(t_reset / started)})", "-", "-"))

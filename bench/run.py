@@ -14,7 +14,6 @@ import os
 import platform
 import shutil
 import signal
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -27,8 +26,9 @@ from typing import Any
 from bench import eventlog
 from bench.density import dense_agent, fig_density
 from bench.direct import DirectKernel, DirectKernels, Placement
+from bench.fleet import fig_fleet
 from bench.hostkernel import host_exec_times
-from bench.proc import AgentProc, Cleanup, RssSampler, cpu_seconds, rss_bytes
+from bench.proc import AgentProc, Cleanup, RssSampler
 from bench.report import (
     Row,
     fmt_bytes,
@@ -45,8 +45,6 @@ from kernlet.config import load_config
 __all__ = ["FIGURES", "Params", "machine_info", "run"]
 
 EXEC_CODE = "x = 1 + 1"
-#: kernels per create_kernels call when making the idle fleet
-FLEET_BATCH = 10
 
 
 @dataclass(frozen=True)
@@ -59,9 +57,9 @@ class Params:
     concurrent_reps: int = 2
     output_bytes: int = 50 * 1024**2
     output_reps: int = 5
-    recovery_kernels: int = 30
+    recovery_kernels: int = 100
     recovery_reps: int = 3
-    idle_kernels: int = 50
+    idle_kernels: int = 200
     idle_seconds: float = 60.0
     append_writers: int = 8
     appends_per_writer: int = 1000
@@ -335,71 +333,6 @@ class Bench:
         self.rows.append(Row("agent RSS growth while streaming it (max over runs)",
                              fmt_bytes(g), "-", "-", "< 50 MiB", g < 50 * 1024**2))
 
-    async def footprint(self, proc: AgentProc, seconds: float) -> tuple[float, float]:
-        """(mean RSS bytes, CPU % of one core) of an agent over ``seconds``."""
-        await asyncio.sleep(3.0)  # let start-up work settle
-        samples = []
-        c0, t0 = cpu_seconds(proc.pid), time.monotonic()
-        while time.monotonic() - t0 < seconds:
-            samples.append(rss_bytes(proc.pid))
-            await asyncio.sleep(1.0)
-        cpu = (cpu_seconds(proc.pid) - c0) / (time.monotonic() - t0) * 100
-        return statistics.fmean(samples), cpu
-
-    async def fig_fleet(self) -> None:
-        """Footprint with N idle kernels, then recovery with M of them; floors: empty agents."""
-        p = self.params
-        say(f"footprint: the agent with no kernels, {p.idle_seconds:.0f} s")
-        rss0, cpu0 = await self.footprint(self.agent, p.idle_seconds)
-        say(f"footprint: creating {p.idle_kernels} kernels of "
-            f"{self.config(p.idle_kernels)['cpu']} cpu, {FLEET_BATCH} per call")
-        t0 = time.perf_counter()
-        ids: list[str] = []
-        for i in range(0, p.idle_kernels, FLEET_BATCH):
-            # in batches: 50 tiny-quota ipykernels booting at once on a busy 2-core box can
-            # miss the runtime's 60 s start window (see docs/performance.md)
-            ids += await self.create(min(FLEET_BATCH, p.idle_kernels - i), p.idle_kernels)
-        say(f"footprint: created in {time.perf_counter() - t0:.1f} s; "
-            f"measuring {p.idle_seconds:.0f} s")
-        async with self.profiled("idle"):
-            rss1, cpu1 = await self.footprint(self.agent, p.idle_seconds)
-        per_kernel = (rss1 - rss0) / p.idle_kernels
-        self.rows.append(Row(
-            f"footprint: agent RSS with {p.idle_kernels} idle kernels (per kernel)",
-            f"{fmt_bytes(rss1)} ({fmt_bytes(per_kernel)})", fmt_bytes(rss0),
-            fmt_ratio(rss1 / rss0), "<= 1.5 MiB per kernel", per_kernel <= 1.5 * 1024**2))
-        self.rows.append(Row(
-            f"footprint: agent CPU with {p.idle_kernels} idle kernels over "
-            f"{p.idle_seconds:.0f} s", f"{cpu1:.2f} % of a core", f"{cpu0:.2f} % of a core",
-            fmt_ratio(cpu1 / cpu0) if cpu0 > 0 else "-", "<= 2 % of a core", cpu1 <= 2.0))
-
-        keep, drop = ids[: p.recovery_kernels], ids[p.recovery_kernels :]
-        await self.destroy(drop)
-        n = len(keep)
-        say(f"recovery: restarting the agent with {n} running kernels, {p.recovery_reps}x")
-        ours, serving = [], []
-        for _ in range(p.recovery_reps):
-            await self.agent.stop()
-            t0 = time.monotonic()
-            self.agent.spawn()
-            serving.append(await self.agent.wait_serving(self.client) - t0)
-            await asyncio.gather(*(self.run_ok(k) for k in keep))
-            ours.append(time.monotonic() - t0)
-        say(f"recovery floor: starting an agent with no kernels, {p.recovery_reps + 1}x")
-        floor = []
-        async with self.empty_client:
-            for _ in range(p.recovery_reps + 1):
-                floor.append(await self.empty.start(self.empty_client))
-                await self.empty.stop()
-        k, b = median(ours), median(floor[1:])
-        diff = k - b
-        self.rows.append(Row(
-            f"recovery: agent restart with {n} running kernels until all ran code "
-            f"(median of {p.recovery_reps}; serving after {fmt_seconds(median(serving))})",
-            fmt_seconds(k), fmt_seconds(b), fmt_ratio(k / b),
-            f"difference {diff:+.2f} s <= 1.5 s", diff <= 1.5))
-        await self.destroy(keep)
-
     # -- the run --------------------------------------------------------------------------
 
     async def run(self, only: tuple[str, ...]) -> list[Row]:
@@ -435,7 +368,7 @@ class Bench:
                 # a fresh agent process for the footprint (earlier figures leave heap behind)
                 await self.agent.stop()
                 await self.agent.start(self.client)
-            await self.fig_fleet()
+            await fig_fleet(self)
 
     async def close(self) -> None:
         with contextlib.suppress(Exception):
