@@ -187,6 +187,38 @@ def test_restart_then_destroy(agent: AgentProcess) -> None:
     assert gone["reason"] == "user-requested"
 
 
+def test_create_a_cluster_of_two_with_shm_a_preopened_port_and_a_bootstrap(
+    agent: AgentProcess, tmp_path: Path,
+) -> None:
+    """``--count 2 --cluster``: one create_kernels call, one session on its own network;
+    each kernel has the /dev/shm asked for, its preopened port's host port in the result,
+    and ran the bootstrap script before the runtime."""
+    script = tmp_path / "boot.sh"
+    script.write_text("echo booted > /home/work/boot.txt\n")
+    res = ok_json(agent, "kernel", "create", "--image", IMAGE, "--count", "2", "--cluster",
+                  "--shm-size", "96m", "--preopen-port", "8080", "--bootstrap", str(script))
+    try:
+        assert [r["ok"] for r in res] == [True, True]
+        assert len({r["id"] for r in res}) == 2
+        for r in res:
+            assert [p["container_port"] for p in r["service_ports"]
+                    if p["protocol"] == "preopen"] == [8080]
+        code = ("import os, socket; s = os.statvfs('/dev/shm'); "
+                "print(s.f_blocks * s.f_frsize // 2**20, socket.gethostname(), "
+                "open('/home/work/boot.txt').read().strip())")
+        seen = [cli(agent, "kernel", "exec", r["id"], "--code", code).stdout.split()
+                for r in res]
+        assert sorted(seen) == [["96", "main1", "booted"], ["96", "sub1", "booted"]]
+    finally:
+        for r in res:
+            cli(agent, "kernel", "destroy", r["id"])
+
+
+def test_create_refuses_a_cluster_of_one(agent: AgentProcess) -> None:
+    res = cli(agent, "kernel", "create", "--image", IMAGE, "--cluster")
+    assert res.returncode == 2 and "--count" in res.stderr
+
+
 def _closed_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -5,15 +5,17 @@ their logs, ask for completions and start services, over NATS. ``exec`` lives in
 from __future__ import annotations
 
 import json
+import sys
 from typing import Any
 
 import click
 
 from kernlet.cli import main
 from kernlet.cli._out import emit, iso, json_line, table
-from kernlet.cli._remote import EXIT_CODES_HELP, Target, connection_options, go
+from kernlet.cli._remote import EXIT_CODES_HELP, Target, connection_options, exit_code_for, fail, go
 from kernlet.client import KernletClient
 from kernlet.config import parse_size
+from kernlet.errors import error_from_wire
 
 _JSON = click.option("--json", "as_json", is_flag=True, help="print the result as JSON")
 
@@ -36,37 +38,72 @@ def kernel(ctx: click.Context, target: Target) -> None:
 @click.option("--image", required=True, help="kernel image, e.g. kernlet/python:3.11")
 @click.option("--cpu", type=float, default=None, help="CPU cores (fractions allowed)")
 @click.option("--mem", default=None, help="memory limit, e.g. 512m or 2g")
+@click.option("--shm-size", default=None, help="size of /dev/shm, e.g. 1g (at most --mem)")
 @click.option("--slot", "slots", multiple=True, metavar="NAME=AMOUNT",
               help="another resource slot, e.g. cuda.device=1; repeatable")
 @click.option("--env", "environ", multiple=True, help="KEY=VALUE, repeatable")
 @click.option("--mount", "mounts", multiple=True, metavar="ROOT:PATH:TARGET[:ro|:rw]",
               help="a storage mount, e.g. vfroot:alice/data:/home/work/data:ro (repeatable)")
-@click.option("--id", "kernel_id", default=None, help="kernel id (default: random)")
+@click.option("--preopen-port", "preopen", type=click.IntRange(1, 65535), multiple=True,
+              metavar="PORT", help="a container port to publish now for a server started "
+              "later (its host port is in the result); repeatable")
+@click.option("--bootstrap", type=click.File("r"), default=None, metavar="FILE",
+              help="a shell script run once in /home/work before the runtime starts")
+@click.option("--count", type=click.IntRange(1, 64), default=1, show_default=True,
+              help="how many kernels of this config, in one create_kernels call (one session)")
+@click.option("--cluster", is_flag=True,
+              help="with --count: the kernels are one session on a network of their own, "
+              "named main1, sub1, sub2... (docs/sessions.md)")
+@click.option("--id", "kernel_id", default=None, help="kernel id (default: random; "
+              "with --count, the first kernel's)")
 @click.option("--json", "as_json", is_flag=True, help="print the whole result as JSON")
 @click.pass_context
 def create(ctx: click.Context, image: str, cpu: float | None, mem: str | None,
-           slots: tuple[str, ...], environ: tuple[str, ...], mounts: tuple[str, ...],
-           kernel_id: str | None,
-           as_json: bool) -> None:
-    """Create a kernel and print its id."""
-    config: dict[str, Any] = {"environ": dict(e.split("=", 1) for e in environ if "=" in e)}
+           shm_size: str | None, slots: tuple[str, ...], environ: tuple[str, ...],
+           mounts: tuple[str, ...], preopen: tuple[int, ...], bootstrap: Any, count: int,
+           cluster: bool, kernel_id: str | None, as_json: bool) -> None:
+    """Create a kernel (or --count of them) and print its id (one per line)."""
+    config: dict[str, Any] = {"image": image,
+                              "environ": dict(e.split("=", 1) for e in environ if "=" in e)}
     if any("=" not in s for s in slots):
         raise click.BadParameter("NAME=AMOUNT, e.g. cuda.device=1", param_hint="--slot")
     if slots:
         config["slots"] = dict(s.split("=", 1) for s in slots)
     if mounts:
         config["mounts"] = [parse_mount(m) for m in mounts]
+    if preopen:
+        config["preopen_ports"] = list(preopen)
+    if bootstrap is not None:
+        config["bootstrap"] = bootstrap.read()
     if cpu is not None:
         config["cpu"] = cpu
-    if mem is not None:
-        try:
-            config["mem"] = parse_size(mem)
-        except ValueError as exc:
-            raise click.BadParameter(str(exc), param_hint="--mem") from exc
+    for name, text in (("mem", mem), ("shm_size", shm_size)):
+        if text is not None:
+            try:
+                config[name] = parse_size(text)
+            except ValueError as exc:
+                raise click.BadParameter(str(exc), param_hint=f"--{name.replace('_', '-')}") \
+                    from exc
+    if cluster and count < 2:
+        raise click.BadParameter("a cluster is two kernels or more: give --count",
+                                 param_hint="--cluster")
+    ids = None
     if kernel_id:
-        config["kernel_id"] = kernel_id
-    res = go(target(ctx), lambda c: c.create_kernel(image, **config))
-    emit(as_json, res, str(res["id"]))
+        ids = [kernel_id] + [f"{kernel_id}-{i}" for i in range(1, count)]
+    results = go(target(ctx), lambda c: c.create_kernels(
+        [config] * count, kernel_ids=ids, cluster={} if cluster else None))
+    failed = [r for r in results if not r.get("ok")]
+    if count == 1 and failed:
+        error = error_from_wire(failed[0].get("error"))
+        fail(error.type, error.message, exit_code_for(error))
+    if as_json:
+        emit(True, results[0] if count == 1 else results, "")
+    else:
+        for r in results:
+            click.echo(r["id"] if r.get("ok") else
+                       f"{r['id']}: failed: {(r.get('error') or {}).get('message', '?')}")
+    if failed:
+        sys.exit(exit_code_for(error_from_wire(failed[0].get("error"))))
 
 
 def parse_mount(text: str) -> dict[str, str]:
