@@ -29,6 +29,7 @@ from kernlet.drivers.nats import open_connection, reason
 from kernlet.errors import (
     AgentTimeout,
     AgentUnavailable,
+    InvalidRequest,
     KernletError,
     error_from_wire,
 )
@@ -85,6 +86,8 @@ class KernletClient(ImageCalls):
         self._tls = tls
         #: the reason of the last failed attempt nats-py reported (``reason``'s words)
         self.last_error: str | None = None
+        #: the agent refused ``credit`` (it predates flow control): streams go without
+        self._no_flow_control = False
 
     async def __aenter__(self) -> KernletClient:
         await self.connect()
@@ -287,15 +290,32 @@ class KernletClient(ImageCalls):
         ``timeout`` limits the run (past it the agent interrupts it: ``exec-timeout``).
         ``credit``: flow control; the agent sends at most that many bytes of output this
         loop has not processed yet (a slow consumer slows the run, nothing is lost in the
-        subscription); None: no flow control (the agent sends as fast as the run prints)."""
-        run_id = run_id or uuid.uuid4().hex
-        args: dict[str, Any] = {"kernel_id": kernel_id, "run_id": run_id,
+        subscription); None: no flow control (the agent sends as fast as the run prints).
+        An agent older than flow control refuses ``credit`` before it starts the run: this
+        client then runs it without, and asks that agent without from then on."""
+        args: dict[str, Any] = {"kernel_id": kernel_id, "run_id": run_id or uuid.uuid4().hex,
                                 "mode": mode, "code": code, "opts": opts or {},
                                 "stream": True}
         if timeout is not None:
             args["timeout"] = timeout
+        if credit is not None and not self._no_flow_control:
+            try:
+                async for item in self._stream(args, credit):
+                    yield item
+                return
+            except InvalidRequest as exc:
+                if "credit: Extra inputs" not in exc.message:
+                    raise
+                self._no_flow_control = True
+        async for item in self._stream(args, None):
+            yield item
+
+    async def _stream(
+        self, args: dict[str, Any], credit: int | None,
+    ) -> AsyncIterator[tuple[str, Any]]:
+        kernel_id, run_id = args["kernel_id"], args["run_id"]
         if credit is not None:
-            args["credit"] = credit
+            args = {**args, "credit": credit}
         inbox = self.nc.new_inbox()
         # room for the whole window and one message more, so nats-py never drops for lack
         # of space (its default is 128 MiB)
