@@ -138,7 +138,7 @@ def test_a_create_that_does_not_fit_is_cold(rig: Rig) -> None:
 
 
 def test_with_no_ready_pool_kernel_the_create_is_cold(rig: Rig) -> None:
-    (pooled,) = wait_pool(rig)
+    wait_pool(rig)
     first = rig.submit(create("k1"))
     second = rig.submit(create("k2"))
     results = [f.result(20)["kernels"][0] for f in (first, second)]
