@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from kernlet.client import KernletClient
 from integration.conftest import IMAGE, NATS_URL, AgentProcess, docker, wait_for
+from kernlet.client import KernletClient
 
 pytestmark = pytest.mark.integration
 
