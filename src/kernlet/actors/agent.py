@@ -41,7 +41,7 @@ from kernlet.actors.messages import (
     Shutdown,
 )
 from kernlet.actors.networks import Networks
-from kernlet.actors.pool import Pool, PoolCreated, PoolRefill
+from kernlet.actors.pool import Pool, PoolCreated
 from kernlet.actors.pool_take import Taken
 from kernlet.actors.pulls import start_pull
 from kernlet.actors.reconcile import Died, Missing, Orphan, plan, plan_networks
@@ -243,8 +243,6 @@ class AgentActor(LoopActor):
                 self.pool.taken(message)
             case PoolCreated():
                 self.pool.created(message)
-            case PoolRefill():
-                self.pool.refill()
             case ContainerEvent():
                 self._container_event(message)
             case Relist():
