@@ -148,9 +148,9 @@ def adopt_taken(k: KernelActor, msg: AdoptTaken) -> None:
                   facts=MappingProxyType({}))
     timeout = k.ctx.cfg.agent.create_timeout
 
-    async def finish() -> None:
-        await FactsHook().up(env)
-        await asyncio.wait_for(k.runs.connect(timeout=timeout), timeout)
+    async def finish() -> None:  # (side by side: the file is written in a thread)
+        await asyncio.gather(FactsHook().up(env),
+                             asyncio.wait_for(k.runs.connect(timeout=timeout), timeout))
 
     def ready(_: Any) -> None:
         log.info("kernel %s taken from the pool (%s)", k.kernel_id,
