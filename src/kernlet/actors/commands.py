@@ -101,8 +101,7 @@ def summary(state: KernelState) -> dict[str, Any]:
         "updated_at": state.updated_at,
         "reason": state.reason,
         "exit_code": state.exit_code,
-        #: the warm-pool entry (image) of an unassigned pool kernel, else ""
-        "pool": entry_of(state),
+        "pool": entry_of(state),  # an unassigned warm-pool kernel's entry (image), else ""
     }
 
 
@@ -331,8 +330,7 @@ def _check_and_pull(agent: AgentActor, req: CheckAndPull, cmd: Command) -> None:
 
 def _sync_registry(agent: AgentActor, req: SyncKernelRegistry, cmd: Command) -> None:
     """The manager's belief vs ours: destroy what it does not know, report what we lack."""
-    # (the warm pool's kernels are not the manager's: never destroyed here)
-    ours = {k for k, s in agent.states.items() if is_live(s) and not entry_of(s)}
+    ours = {k for k, s in agent.states.items() if is_live(s) and not entry_of(s)}  # not the pool's
     theirs = set(req.kernel_ids)
     for kernel_id in sorted(ours - theirs):
         agent.tell_kernel(kernel_id, Destroy(reason="not-found-in-manager"))
