@@ -28,6 +28,7 @@ from bench.density import dense_agent, fig_density
 from bench.direct import DirectKernel, DirectKernels, Placement
 from bench.fleet import fig_fleet
 from bench.hostkernel import host_exec_times
+from bench.pool import fig_pool, pool_agent
 from bench.proc import AgentProc, Cleanup, RssSampler
 from bench.report import (
     Row,
@@ -77,7 +78,7 @@ class Params:
 
 
 #: figure names for ``--only``, in the order they run
-FIGURES = ("eventlog", "create", "concurrent", "exec", "output", "fleet", "density")
+FIGURES = ("eventlog", "create", "concurrent", "exec", "output", "fleet", "density", "pool")
 
 
 def say(msg: str) -> None:
@@ -340,12 +341,14 @@ class Bench:
         await self.client.connect()
         if "eventlog" in selected:
             await self.fig_eventlog()
-        # eventlog needs no agent; density starts its own
-        agent_figures = [f for f in selected if f not in ("eventlog", "density")]
+        # eventlog needs no agent; density and pool start their own
+        agent_figures = [f for f in selected if f not in ("eventlog", "density", "pool")]
         if agent_figures:
             await self.agent_run(selected)
         if "density" in selected:
             await fig_density(self, dense_agent(self))
+        if "pool" in selected:
+            await fig_pool(self, pool_agent(self))
         return self.rows
 
     async def agent_run(self, selected: list[str]) -> None:

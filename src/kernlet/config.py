@@ -17,6 +17,7 @@ from pydantic import BaseModel, Field, ValidationError, field_validator, model_v
 
 from kernlet.config_base import ConfigError, Section
 from kernlet.config_nats import NatsSection
+from kernlet.config_pool import PoolEntry
 from kernlet.config_registries import RegistrySection
 from kernlet.config_values import cpu_limit_factor, parse_origin, parse_size
 
@@ -294,6 +295,13 @@ class AgentConfig(Section):
     storage: StorageSection = StorageSection()
     #: ``[registries."host:port"]``: credentials per registry (kernlet.config_registries)
     registries: dict[str, RegistrySection] = Field(default_factory=dict)
+    #: ``[pool."image"]``: the warm pool, per image (kernlet.config_pool; docs/pool.md)
+    pool: dict[str, PoolEntry] = Field(
+        default_factory=dict,
+        description="The warm pool (docs/pool.md): per image, kernels kept created and "
+                    "booted for creates that fit (same image, cpu, mem, shm-size; no mounts, "
+                    "slots, environ, bootstrap, preopen ports or cluster). Each holds its "
+                    "cpu, memory and cores while idle. None by default.")
 
     @property
     def log_dir(self) -> Path:
@@ -331,7 +339,7 @@ class AgentConfig(Section):
 #: settings that only the local file may set (identity, how to reach etcd itself, the host
 #: paths kernels may mount, logging, configured once at start)
 LOCAL_ONLY = {"agent/id", "agent/var-dir", "agent/log-dir", "etcd", "nats", "docker/url",
-              "debug", "registries", "storage", "logging"}
+              "debug", "registries", "storage", "logging", "pool"}
 
 
 def apply_cluster(cfg: AgentConfig, cluster: dict[str, str]) -> tuple[AgentConfig, list[str]]:

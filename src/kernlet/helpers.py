@@ -60,11 +60,21 @@ def facts() -> dict[str, Any]:
 
 
 def kernel_id() -> str:
-    return os.environ.get("KERNLET_KERNEL_ID") or str(facts()["kernel_id"])
+    """The kernel's id: from its facts (a kernel taken from the warm pool has the pool
+    kernel's id in its environment, docs/pool.md), else the environment."""
+    return _fact_or_env("kernel_id", "KERNLET_KERNEL_ID")
 
 
 def session_id() -> str:
-    return os.environ.get("KERNLET_SESSION_ID") or str(facts()["session_id"])
+    return _fact_or_env("session_id", "KERNLET_SESSION_ID")
+
+
+def _fact_or_env(key: str, var: str) -> str:
+    try:
+        value = facts().get(key)
+    except HelperError:
+        value = None
+    return str(value or os.environ.get(var) or "")
 
 
 def slots() -> dict[str, str]:

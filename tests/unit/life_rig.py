@@ -115,10 +115,12 @@ class CrashingLog(MemoryEventLog):
 
 class Rig:
     """``extra_pools`` (e.g. a cuda.device pool) join the 2 cores and 4 GiB; ``cuda`` is the
-    node's GPU access (``AgentContext.cuda``); ``roots`` the storage roots."""
+    node's GPU access (``AgentContext.cuda``); ``roots`` the storage roots; ``pool`` the
+    ``[pool]`` table (the warm pool)."""
 
     def __init__(self, tmp: Path, extra_pools: Sequence[SlotPool] = (),
-                 cuda: CudaAccess | None = None, roots: dict[str, str] | None = None) -> None:
+                 cuda: CudaAccess | None = None, roots: dict[str, str] | None = None,
+                 pool: dict[str, Any] | None = None) -> None:
         self.tmp = tmp
         self.extra_pools = tuple(extra_pools)
         self.cuda = cuda
@@ -129,6 +131,7 @@ class Rig:
             "agent": {"id": "rig", "var-dir": str(tmp / "var")},
             "container": {"stop-grace": 0.1, "default-cpu": 0.5},
             "storage": {"roots": roots or {}},
+            "pool": pool or {},
         })
         for d in (self.cfg.scratch_root, self.cfg.ipc_root):
             d.mkdir(parents=True, exist_ok=True)

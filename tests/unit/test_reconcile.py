@@ -77,3 +77,12 @@ def test_a_stale_container_of_a_running_kernel_is_an_orphan() -> None:
     got = plan(states, [container("c1", "k1"), container("c0", "k1", age=GRACE * 2)],
                NOW, GRACE)
     assert got == [Orphan("c0", "k1", None)]
+
+
+def test_a_kernel_taken_from_the_pool_owns_the_pool_kernels_labelled_container() -> None:
+    """(docs/pool.md) The container still carries the pool kernel's label; the recorded
+    container id says whose it is: no orphan, and its death is the taker's."""
+    states = {"k1": kernel("k1", "c1")}  # the pool kernel pool-1 is gone from the registry
+    assert plan(states, [container("c1", "pool-1")], NOW, GRACE) == []
+    got = plan(states, [container("c1", "pool-1", running=False, exit_code=1)], NOW, GRACE)
+    assert got == [Died("k1", "c1", 1, False)]

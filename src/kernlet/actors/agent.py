@@ -41,6 +41,8 @@ from kernlet.actors.messages import (
     Shutdown,
 )
 from kernlet.actors.networks import Networks
+from kernlet.actors.pool import Pool, PoolCreated
+from kernlet.actors.pool_take import Taken
 from kernlet.actors.pulls import start_pull
 from kernlet.actors.reconcile import Died, Missing, Orphan, plan, plan_networks
 from kernlet.drivers.docker import LABEL_KERNEL, ContainerEvent
@@ -98,6 +100,8 @@ class AgentActor(LoopActor):
         self.image_jobs = ImageJobs()
         #: session networks and their holders (docs/sessions.md); only this actor touches it
         self.networks = Networks(self)
+        #: the warm pool (docs/pool.md); only this actor touches it
+        self.pool = Pool(self)
 
     # -- the registry ---------------------------------------------------------------------------
 
@@ -142,6 +146,7 @@ class AgentActor(LoopActor):
         for kernel_id, state in states.items():
             self._restore(state)
             self.start_kernel(kernel_id, state).tell(Recover())
+        self.pool.refill()
 
     # -- resources ------------------------------------------------------------------------------
 
@@ -233,7 +238,11 @@ class AgentActor(LoopActor):
                 self.states[message.state.kernel_id] = message.state
             case KernelGone():
                 self.kernels.pop(message.kernel_id, None)
-                self.states.pop(message.kernel_id, None)
+                self.pool.gone(self.states.pop(message.kernel_id, None))
+            case Taken():
+                self.pool.taken(message)
+            case PoolCreated():
+                self.pool.created(message)
             case ContainerEvent():
                 self._container_event(message)
             case Relist():
@@ -271,6 +280,11 @@ class AgentActor(LoopActor):
 
     def _container_event(self, ev: ContainerEvent) -> None:
         kernel_id = ev.labels.get(LABEL_KERNEL, "")
+        state = self.states.get(kernel_id)
+        if state is None or state.container_id != ev.container_id:
+            # a kernel taken from the warm pool runs in the pool kernel's labelled container
+            kernel_id = next((k for k, s in self.states.items()
+                              if s.container_id == ev.container_id and is_live(s)), kernel_id)
         ref = self.kernels.get(kernel_id)
         if ref is not None and ev.action in ("die", "oom", "destroy"):
             _tell(ref, ContainerDied(ev.container_id, ev.action, ev.exit_code))
@@ -294,6 +308,7 @@ class AgentActor(LoopActor):
         for orphan in plan_networks(self.networks.book.known(), msg.networks, msg.now,
                                     self.ctx.cfg.agent.orphan_grace):
             self.networks.remove_orphan(orphan)
+        self.pool.refill()  # the safety net of the warm pool's refill
 
     def _remove_orphan(self, orphan: Orphan) -> None:
         if orphan.container_id in self._removing:

@@ -29,6 +29,7 @@ from kernlet.actors.messages import (
     RunCode,
     TriggerBatch,
 )
+from kernlet.actors.pool import entry_of
 from kernlet.actors.pulls import start_pull
 from kernlet.actors.reply import Gather, Reply
 from kernlet.actors.services import shutdown_service, start_service
@@ -100,6 +101,7 @@ def summary(state: KernelState) -> dict[str, Any]:
         "updated_at": state.updated_at,
         "reason": state.reason,
         "exit_code": state.exit_code,
+        "pool": entry_of(state),  # an unassigned warm-pool kernel's entry (image), else ""
     }
 
 
@@ -143,6 +145,8 @@ def _create_kernels(agent: AgentActor, req: CreateKernels, cmd: Command) -> None
         config = kconfig.model_dump()
         if cluster:
             config[CLUSTER_KEY] = cluster[i]
+        elif agent.pool.take(kernel_id, req.session_id, config, gather.part(i), False):
+            continue  # a warm-pool kernel becomes this one (kernlet.actors.pool)
         ref = agent.start_kernel(kernel_id, None)
         ref.tell(Create(session_id=req.session_id, image=kconfig.image,
                         config=config, done=gather.part(i)))
@@ -326,7 +330,7 @@ def _check_and_pull(agent: AgentActor, req: CheckAndPull, cmd: Command) -> None:
 
 def _sync_registry(agent: AgentActor, req: SyncKernelRegistry, cmd: Command) -> None:
     """The manager's belief vs ours: destroy what it does not know, report what we lack."""
-    ours = {k for k, s in agent.states.items() if is_live(s)}
+    ours = {k for k, s in agent.states.items() if is_live(s) and not entry_of(s)}  # not the pool's
     theirs = set(req.kernel_ids)
     for kernel_id in sorted(ours - theirs):
         agent.tell_kernel(kernel_id, Destroy(reason="not-found-in-manager"))

@@ -58,15 +58,21 @@ class AgentContext:
 
     async def persist(self, env: Envelope) -> None:
         """Append durably, then hand to the outbox and the listeners (loop side)."""
-        await self.store.append([env])
-        if self.cfg.debug.crash_after is not None:
-            self._maybe_crash(env)
-        self.outbox.enqueue(env)
-        for listener in self.listeners:
-            try:
-                listener(env)
-            except Exception:
-                log.exception("event listener failed")
+        await self.persist_all([env])
+
+    async def persist_all(self, envs: list[Envelope]) -> None:
+        """Append several envelopes (of several streams) in one transaction, then announce
+        each in order (a warm-pool take: kernlet.actors.pool_take)."""
+        await self.store.append(envs)
+        for env in envs:
+            if self.cfg.debug.crash_after is not None:
+                self._maybe_crash(env)
+            self.outbox.enqueue(env)
+            for listener in self.listeners:
+                try:
+                    listener(env)
+                except Exception:
+                    log.exception("event listener failed")
 
     def _maybe_crash(self, env: Envelope) -> None:
         """Fault injection (debug.crash-after): die like SIGKILL once the event is durable."""

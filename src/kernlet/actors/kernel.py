@@ -36,6 +36,7 @@ from kernlet.actors.messages import (
     Shutdown,
     TriggerBatch,
 )
+from kernlet.actors.pool_take import AdoptTaken, HandOver, adopt_taken, hand_over
 from kernlet.actors.reply import Reply
 from kernlet.actors.runs import RunBook
 from kernlet.errors import KernelNotRunning
@@ -104,7 +105,8 @@ class KernelActor(LoopActor):
 
     def new_runbook(self) -> RunBook:
         return RunBook(
-            steps.kernel_dirs(self.ctx.cfg, self.kernel_id).socket,
+            (steps.home_dirs(self.ctx.cfg, self.state) if self.state is not None
+             else steps.kernel_dirs(self.ctx.cfg, self.kernel_id)).socket,
             self._on_run_finished, self._on_lost, self._on_run_timeout,
             output_limit=self.ctx.cfg.limits.run_output_buffer,
         )
@@ -130,6 +132,10 @@ class KernelActor(LoopActor):
                 self.life.recover()
             case Shutdown():
                 self.life.shutdown()
+            case HandOver():
+                hand_over(self, message)
+            case AdoptTaken():
+                adopt_taken(self, message)
             case RunCode():
                 self._run_code(message)
             case Interrupt():

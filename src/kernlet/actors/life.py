@@ -77,7 +77,7 @@ class Life:
                        state=k.state, facts=MappingProxyType(dict(self.w.facts)),
                        reason=reason, started=self.w.t0)
 
-    def _step(self, name: str, coro: Coroutine[Any, Any, Any], then: Callable[[Any], None],
+    def step(self, name: str, coro: Coroutine[Any, Any, Any], then: Callable[[Any], None],
               fail: Callable[[BaseException], None] | None = None, cancellable: bool = True,
               keep: Callable[[Any], None] | None = None) -> None:
         """Run ``coro``; on its outcome continue with ``then`` (or ``fail``, by default the
@@ -146,14 +146,14 @@ class Life:
         def keep(fact: Any) -> None:
             self.w.facts[hook.name] = fact
 
-        self._step(hook.name, hook.up(self._env()), then=ran, cancellable=hook.cancellable,
+        self.step(hook.name, hook.up(self._env()), then=ran, cancellable=hook.cancellable,
                    keep=keep)
 
     def _created(self) -> None:
         assert self.k.state is not None
         self.w.phase = Phase.RUNNING
         self.w.replaced = ""
-        self._answer_create({"ok": True, **self.k.state.info})
+        self.answer_create({"ok": True, **self.k.state.info})
 
     def _create_failed(self, err: BaseException) -> None:
         log.warning("kernel %s: creation failed: %s", self.k.kernel_id, err)
@@ -180,10 +180,10 @@ class Life:
             k.runs = k.new_runbook()
             k.record(creating_from_state(k.state), then=lambda: self._next(hooks, 0))
 
-        k.record(KernelRestarting(), then=lambda: self._step(
+        k.record(KernelRestarting(), then=lambda: self.step(
             "restart", _downs(hooks, self._env("restarting")), then=recreate))
 
-    def _answer_create(self, result: dict[str, Any]) -> None:
+    def answer_create(self, result: dict[str, Any]) -> None:
         w = self.w
         done, w.create_done = w.create_done, None
         if done is not None:
@@ -304,7 +304,7 @@ class Life:
             err = w.failure or KernelNotRunning(
                 f"kernel {k.kernel_id} terminated during creation "
                 f"({state.reason if state else 'unknown'})")
-            self._answer_create({"ok": False, "error": error_dict(err)})
+            self.answer_create({"ok": False, "error": error_dict(err)})
         k.agent.tell(KernelGone(k.kernel_id))
         k.stop()
 
@@ -356,7 +356,7 @@ class Life:
             log.warning("kernel %s: %s", k.kernel_id, err)
             self._stop(reason[:128])
 
-        self._step("recover", check(), then=checked, fail=missing)
+        self.step("recover", check(), then=checked, fail=missing)
 
     def shutdown(self) -> None:
         """Agent exit: keep the container; just close the runtime channel."""

@@ -66,9 +66,11 @@ def plan(
     on their way up or down own their containers' fate themselves."""
     actions: list[Action] = []
     seen: set[str] = set()
+    # a kernel taken from the warm pool runs in a container labelled with the pool kernel
+    owners = {s.container_id: k for k, s in states.items() if is_live(s) and s.container_id}
     for c in containers:
         seen.add(c.id)
-        kernel_id = c.labels.get(LABEL_KERNEL, "")
+        kernel_id = owners.get(c.id) or c.labels.get(LABEL_KERNEL, "")
         state = states.get(kernel_id)
         if is_live(state):
             assert state is not None

@@ -16,7 +16,7 @@ from typing import Any
 
 import aiohttp
 
-from kernlet.actors.steps import kernel_dirs
+from kernlet.actors.steps import home_dirs
 from kernlet.config import AgentConfig
 from kernlet.drivers.container_runtime import ContainerRuntime
 from kernlet.errors import AgentTimeout, InvalidRequest
@@ -62,7 +62,7 @@ async def start_service(
     """Start (or find running) service ``name``; its URL once it answers."""
     svc, port = _lookup(state, name)
     host_port = int(port["host_port"])
-    token_file = kernel_dirs(cfg, state.kernel_id).ipc / f"svc-{name}.token"
+    token_file = home_dirs(cfg, state).ipc / f"svc-{name}.token"
     if token_file.exists():  # started before: is it still up?
         token = token_file.read_text().strip()
         if await _answers(svc.ready_url(host_port, token)):
@@ -105,7 +105,7 @@ async def shutdown_service(
     code = await docker.exec(state.container_id, stop_argv(name),
                              user=f"{c.kernel_uid}:{c.kernel_gid}", wait=15.0)
     with contextlib.suppress(FileNotFoundError):
-        (kernel_dirs(cfg, state.kernel_id).ipc / f"svc-{name}.token").unlink()
+        (home_dirs(cfg, state).ipc / f"svc-{name}.token").unlink()
     if code == 3:
         raise InvalidRequest(f"service {name} of kernel {state.kernel_id} is not running")
     return {"name": name, "stopped": True}

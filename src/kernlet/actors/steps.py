@@ -25,6 +25,7 @@ from kernlet.drivers import scratch, storage
 from kernlet.drivers.container_runtime import (
     LABEL_AGENT,
     LABEL_KERNEL,
+    LABEL_POOL,
     LABEL_SESSION,
     ContainerRuntime,
     ContainerSpec,
@@ -46,10 +47,13 @@ from kernlet.layout import (
 )
 
 __all__ = [
+    "POOL_KEY",
     "KernelDirs",
     "config_dir",
     "container_spec",
     "create_container",
+    "home_dirs",
+    "home_id",
     "kernel_dirs",
     "prepare_dirs",
     "registry_auth_of",
@@ -71,6 +75,23 @@ class KernelDirs:
 def kernel_dirs(cfg: AgentConfig, kernel_id: str) -> KernelDirs:
     scratch = cfg.scratch_root / kernel_id
     return KernelDirs(scratch=scratch, work=scratch / "work", ipc=cfg.ipc_root / kernel_id)
+
+
+#: the config key of a warm-pool kernel (``{"entry": image}``) and of a kernel taken from the
+#: pool (``{"from": pool kernel id}``); docs/pool.md
+POOL_KEY = "pool"
+
+
+def home_id(state: KernelState) -> str:
+    """Whose dirs (scratch, runtime, config) a kernel lives in: its own, or, for a kernel
+    taken from the warm pool, the pool kernel's (its container was made with them)."""
+    pool = state.config.get(POOL_KEY) or {}
+    return str(pool.get("from") or state.kernel_id)
+
+
+def home_dirs(cfg: AgentConfig, state: KernelState) -> KernelDirs:
+    """:func:`kernel_dirs` of the kernel's :func:`home_id`."""
+    return kernel_dirs(cfg, home_id(state))
 
 
 def config_dir(var_dir: Path, kernel_id: str) -> Path:
@@ -178,6 +199,8 @@ def container_spec(
             LABEL_KERNEL: kernel_id,
             LABEL_SESSION: session_id,
             LABEL_AGENT: cfg.agent.id,
+            **({LABEL_POOL: str(pool["entry"])} if (pool := kconfig.get(POOL_KEY) or {})
+               and pool.get("entry") else {}),
         },
         env=env,
         mounts=(
@@ -185,7 +208,7 @@ def container_spec(
             (str(dirs.ipc), IPC_IN_CONTAINER, False),
             (str(lib), f"{LIB_IN_CONTAINER}/kernlet", True),
             *gpu.mounts,
-            (str(config_dir(cfg.agent.var_dir, kernel_id)), CONFIG_IN_CONTAINER, True),
+            (str(config_dir(cfg.agent.var_dir, home_id(state))), CONFIG_IN_CONTAINER, True),
             *storage.binds(cfg.agent.var_dir, kernel_id, kconfig.get("mounts") or []),
         ),
         user=f"{cfg.container.kernel_uid}:{cfg.container.kernel_gid}",

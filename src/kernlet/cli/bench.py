@@ -17,7 +17,7 @@ import click
 import kernlet
 from kernlet.cli import main
 
-FIGURES = ("eventlog", "create", "concurrent", "exec", "output", "fleet", "density")
+FIGURES = ("eventlog", "create", "concurrent", "exec", "output", "fleet", "density", "pool")
 
 
 def load_bench() -> ModuleType:

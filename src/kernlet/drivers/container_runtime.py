@@ -25,6 +25,7 @@ from kernlet.drivers.image_ops import ImageOps, RegistryAuth
 __all__ = [
     "LABEL_AGENT",
     "LABEL_KERNEL",
+    "LABEL_POOL",
     "LABEL_SESSION",
     "ContainerEvent",
     "ContainerInfo",
@@ -37,6 +38,8 @@ __all__ = [
 
 LABEL_KERNEL = "ai.kernlet.kernel-id"
 LABEL_SESSION = "ai.kernlet.session-id"
+#: on a warm-pool kernel's container: the pool entry (image) it was made for (docs/pool.md)
+LABEL_POOL = "ai.kernlet.pool"
 LABEL_AGENT = "ai.kernlet.agent-id"
 
 

@@ -22,6 +22,7 @@ import aiodocker
 from kernlet.drivers.container_runtime import (
     LABEL_AGENT,
     LABEL_KERNEL,
+    LABEL_POOL,
     LABEL_SESSION,
     ContainerEvent,
     ContainerInfo,
@@ -38,6 +39,7 @@ from kernlet.errors import ContainerNotFound, DockerError, ImageNotFound
 __all__ = [
     "LABEL_AGENT",
     "LABEL_KERNEL",
+    "LABEL_POOL",
     "LABEL_SESSION",
     "ContainerEvent",
     "ContainerInfo",

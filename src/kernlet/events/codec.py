@@ -62,6 +62,7 @@ EVENT_TYPES: dict[str, type[t.EventBody]] = {
         t.KernelRestarting,
         t.KernelTerminating,
         t.KernelTerminated,
+        t.KernelHandedOver,
         t.KernelActorRestarted,
         t.ExecutionStarted,
         t.ExecutionFinished,

@@ -16,6 +16,8 @@
                                            └───┘
       any live state ──kernel_terminating──► TERMINATING
       any live state ──kernel_terminated───► TERMINATED (final: reason, exit code)
+      RUNNING ──kernel_handed_over──► TERMINATED (a warm-pool kernel taken by a create:
+                                      its holdings live on in the taker's stream)
 
 The transition table maps (state, event type) to the next state. :func:`apply` is pure: it
 folds one envelope into a :class:`KernelState` and raises :class:`IllegalTransition` for a pair
@@ -39,6 +41,7 @@ from kernlet.events.types import (
     ExecutionTimeout,
     KernelActorRestarted,
     KernelCreating,
+    KernelHandedOver,
     KernelPreparing,
     KernelPulling,
     KernelRestarting,
@@ -96,6 +99,7 @@ def _build_table() -> dict[tuple[State | None, str], State]:
         (State.CREATING, ContainerCreated.TYPE): State.CREATING,
         (State.CREATING, KernelStarted.TYPE): State.RUNNING,
         (State.RUNNING, KernelRestarting.TYPE): State.RESTARTING,
+        (State.RUNNING, KernelHandedOver.TYPE): State.TERMINATED,
         (State.RUNNING, ExecutionStarted.TYPE): State.RUNNING,
         (State.RUNNING, ExecutionFinished.TYPE): State.RUNNING,
         (State.RUNNING, ExecutionTimeout.TYPE): State.RUNNING,
@@ -222,6 +226,8 @@ def apply(state: KernelState | None, env: Envelope) -> KernelState:
             changes.update(reason=body.reason)
         case KernelTerminated():
             changes.update(reason=body.reason, exit_code=body.exit_code, **_NO_RUN)
+        case KernelHandedOver():
+            changes.update(reason="pool-taken", **_NO_RUN)
         case _:
             pass
     return _replace(state, changes)

@@ -34,6 +34,7 @@ __all__ = [
     "ImagesPurged",
     "KernelActorRestarted",
     "KernelCreating",
+    "KernelHandedOver",
     "KernelPreparing",
     "KernelPulling",
     "KernelRestarting",
@@ -139,6 +140,17 @@ class KernelTerminated(EventBody):
     TYPE: ClassVar[str] = "kernel_terminated"
     reason: str
     exit_code: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class KernelHandedOver(EventBody):
+    """A warm-pool kernel was taken by a create (docs/pool.md): its container, dirs and
+    holdings now belong to ``kernel_id``, whose stream begins in the same transaction. Final
+    for the pool kernel, with nothing torn down (reason ``pool-taken``)."""
+
+    TYPE: ClassVar[str] = "kernel_handed_over"
+    #: the kernel the create asked for, which now owns everything this one held
+    kernel_id: str
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,7 +4,8 @@ Its record, ``container_created``, puts the id in the log before the container s
 destroy never cancels a create in flight (the container would exist, unknown to the log); it
 waits for it. Undo: stop (grace, then kill), keep the container's last output
 (:mod:`kernlet.actors.kept_logs`), and remove every container labelled with the kernel (strays
-of earlier tries too); its fact is the exit code seen."""
+of earlier tries too) and its recorded one (a kernel taken from the warm pool runs in a
+container labelled with the pool kernel); its fact is the exit code seen."""
 
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ class ContainerHook(BaseHook):
 
     async def up(self, env: HookEnv) -> str:
         spec = steps.container_spec(env.ctx.cfg, env.state,
-                                    steps.kernel_dirs(env.ctx.cfg, env.kernel_id), port_map(env),
+                                    steps.home_dirs(env.ctx.cfg, env.state), port_map(env),
                                     env.ctx.cuda)
         spec = session_spec(spec, env)
         async with env.ctx.create_slots:
@@ -47,10 +48,15 @@ class ContainerHook(BaseHook):
                     info = await docker.inspect(container)
                 exit_code = info.exit_code
                 await kept_logs.keep(cfg, docker, env.kernel_id, container)
-        for other in await docker.list({LABEL_KERNEL: env.kernel_id, LABEL_AGENT: cfg.agent.id}):
+        listed = await docker.list({LABEL_KERNEL: env.kernel_id, LABEL_AGENT: cfg.agent.id})
+        for other in listed:
             if exit_code is None and other.id == container:
                 exit_code = other.exit_code
             await docker.remove(other.id)
+        if container and container not in {c.id for c in listed}:
+            # a kernel taken from the warm pool: its container carries the pool kernel's label
+            with contextlib.suppress(ContainerNotFound):
+                await docker.remove(container)
         return exit_code
 
 

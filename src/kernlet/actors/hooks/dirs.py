@@ -34,7 +34,7 @@ class DirsHook(BaseHook):
                               scratch_dir=str(fact.scratch), devices=devices)
 
     async def down(self, env: HookEnv) -> None:
-        dirs = steps.kernel_dirs(env.ctx.cfg, env.kernel_id)
+        dirs = steps.home_dirs(env.ctx.cfg, env.state)
         await asyncio.to_thread(shutil.rmtree, dirs.ipc, True)
         await asyncio.to_thread(scratch.unmount, dirs.work)
         await asyncio.to_thread(shutil.rmtree, dirs.scratch, True)

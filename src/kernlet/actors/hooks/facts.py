@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from kernlet.actors.hooks.base import BaseHook, HookEnv
-from kernlet.actors.steps import config_dir
+from kernlet.actors.steps import config_dir, home_id
 from kernlet.events import KernelState
 from kernlet.layout import CONFIG_IN_CONTAINER, FACTS_NAME
 
@@ -53,10 +53,10 @@ class FactsHook(BaseHook):
     cancellable = False
 
     async def up(self, env: HookEnv) -> Path:
-        path = config_dir(env.ctx.cfg.agent.var_dir, env.kernel_id)
+        path = config_dir(env.ctx.cfg.agent.var_dir, home_id(env.state))
         await asyncio.to_thread(_write, path, facts(env.state))
         return path
 
     async def down(self, env: HookEnv) -> None:
-        path = config_dir(env.ctx.cfg.agent.var_dir, env.kernel_id)
+        path = config_dir(env.ctx.cfg.agent.var_dir, home_id(env.state))
         await asyncio.to_thread(shutil.rmtree, path, True)

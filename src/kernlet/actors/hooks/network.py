@@ -70,7 +70,7 @@ def _install(env: HookEnv, facts: dict[str, Any], keys: Path) -> None:
     key authorized, and the session's hosts in its config; all owned by the kernel's user."""
     cfg = env.ctx.cfg
     uid, gid = cfg.container.kernel_uid, cfg.container.kernel_gid
-    dirs = steps.kernel_dirs(cfg, env.kernel_id)
+    dirs = steps.home_dirs(cfg, env.state)
     files: dict[Path, bytes] = {dirs.ipc / CLUSTER_JSON_NAME: cluster_json(facts).encode()}
     if facts.get("ssh"):
         ssh = dirs.work / ".ssh"
