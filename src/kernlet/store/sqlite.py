@@ -25,12 +25,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import sqlite3
 from collections.abc import AsyncIterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from sqlalchemy import URL, Connection, Engine, create_engine, false, func, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from kernlet.events.lifecycle import IllegalTransition, KernelState, is_live, replay
@@ -50,13 +51,15 @@ from kernlet.store.interface import fold
 from kernlet.store.records import Record, to_envelope
 from kernlet.store.schema import (
     BEGIN_OPTION,
+    INSERT_EVENTS_SQL,
     RECORD_COLUMNS,
-    UPSERT_STREAM,
-    as_row,
+    UPSERT_STREAM_SQL,
     configure,
+    event_params,
     events,
+    next_position,
     prepare,
-    stream_row,
+    stream_params,
     streams,
     translated,
 )
@@ -261,6 +264,8 @@ class SQLiteEventLog(WriteFront):
                     self._write(conn, staging.records, staging.heads, _marks(reqs))
             except IntegrityError:  # rolled back; now find the culprits, one by one
                 with conn.begin():
+                    # another writer on the file may have taken positions too
+                    self._next_position = max(self._next_position, next_position(conn))
                     staging, outcomes = self._write_one_by_one(conn, reqs, stale)
         self._heads.update(staging.heads)
         for stream_id, head in staging.heads.items():
@@ -303,15 +308,21 @@ class SQLiteEventLog(WriteFront):
         heads: dict[str, StreamHead],
         marks: Sequence[str],
     ) -> None:
-        if records:
-            rows = []
-            for rec in records:
-                rows.append({**as_row(rec), "delivered": False, "position": self._next_position})
-                self._next_position += 1
-            conn.execute(events.insert(), rows)
-        if heads:
-            rows = [stream_row(k, head) for k, head in heads.items()]
-            conn.execute(UPSERT_STREAM, rows)
+        # the hot path: straight to the DBAPI connection, in the transaction SQLAlchemy began
+        # (pysqlite reuses the prepared statements); its errors as SQLAlchemy's, for translated
+        raw = conn.connection.driver_connection
+        assert raw is not None
+        try:
+            if records:
+                first = self._next_position
+                raw.executemany(INSERT_EVENTS_SQL, [
+                    event_params(rec, pos) for pos, rec in enumerate(records, first)])
+                self._next_position = first + len(records)
+            if heads:
+                raw.executemany(UPSERT_STREAM_SQL, [
+                    stream_params(k, head) for k, head in heads.items()])
+        except sqlite3.Error as exc:
+            raise DBAPIError.instance(None, None, exc, sqlite3.Error) from exc
         for start in range(0, len(marks), _MARK_CHUNK):
             chunk = marks[start : start + _MARK_CHUNK]
             mark = update(events).where(events.c.event_id.in_(chunk)).values(delivered=True)
