@@ -6,17 +6,24 @@ import sqlite3
 from pathlib import Path
 
 import msgpack
+import pytest
 
 from fixtures.bodies import body
-from kernlet.events.lifecycle import State, replay
+from kernlet.events.lifecycle import State, is_live, replay
 from kernlet.events.types import (
+    EventBody,
+    ExecutionFinished,
     ExecutionStarted,
     KernelCreating,
     KernelPreparing,
     KernelStarted,
+    KernelTerminated,
+    KernelTerminating,
     new_envelope,
 )
-from kernlet.store import SQLiteEventLog
+from kernlet.store import SQLiteEventLog, fold
+from kernlet.store import sqlite as sqlite_store
+from kernlet.store.records import Record, to_envelope
 from kernlet.store.snapshot import FOLD_ID, decode_state, encode_state
 
 
@@ -72,5 +79,57 @@ async def test_start_up_reads_snapshots_and_replays_without_one(tmp_path: Path) 
     await log.open()
     try:
         assert await log.live_kernels() == want
+    finally:
+        await log.close()
+
+
+def lived(kernel_id: str, runs: int, terminated: bool) -> list:  # type: ignore[type-arg]
+    """A stream of ``runs`` finished runs after start-up, then terminated or not."""
+    envs = stream(kernel_id)
+    done = {"status": "finished", "exit_code": 0}
+    bodies: list[EventBody] = [ExecutionFinished(run_id="r1", **done)]  # type: ignore[arg-type]
+    for i in range(runs):
+        bodies += [ExecutionStarted(run_id=f"x{i}", mode="query"),
+                   ExecutionFinished(run_id=f"x{i}", **done)]  # type: ignore[arg-type]
+    if terminated:
+        bodies += [KernelTerminating(reason="user"), KernelTerminated(reason="user", exit_code=0)]
+    return envs + [new_envelope(kernel_id, len(envs) + i + 1, b, now=200.0 + i)
+                   for i, b in enumerate(bodies)]
+
+
+@pytest.mark.parametrize("stale_in", [500, 0])
+async def test_the_full_fold_from_snapshots_equals_the_fold_of_every_event(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, stale_in: int
+) -> None:
+    monkeypatch.setattr(sqlite_store, "_STALE_IN", stale_in)  # by id / by one scan
+    path = tmp_path / "events.db"
+    log = SQLiteEventLog(path)
+    await log.open()
+    try:
+        for i in range(12):
+            envs = lived(f"k{i:02d}", runs=i, terminated=i % 3 == 0)
+            await log.append(envs[: len(envs) // 2])
+            await log.append(envs[len(envs) // 2 :])  # snapshot renewed by the last append
+        await log.append([new_envelope("_agent", 1, body("agent_started"))])
+    finally:
+        await log.close()
+    old = encode_state(replay(lived("k05", 5, False)[:-1]))  # type: ignore[arg-type]
+    with sqlite3.connect(path) as db:
+        db.execute("UPDATE streams SET snapshot = NULL WHERE stream_id = 'k01'")  # schema 1
+        db.execute("UPDATE streams SET snapshot = x'c1' WHERE stream_id = 'k02'")  # broken
+        stale = msgpack.packb(["0" * 16, msgpack.unpackb(old)[1]])
+        db.execute("UPDATE streams SET snapshot = ? WHERE stream_id = 'k03'", (stale,))
+        # of this fold but one event behind its stream: not the stream's state
+        db.execute("UPDATE streams SET snapshot = ? WHERE stream_id = 'k05'", (old,))
+        rows = db.execute("SELECT kernel_id, seq, event_id, type, version, time, payload "
+                          "FROM events ORDER BY position").fetchall()
+    plain = fold(to_envelope(Record(*row)) for row in rows)
+    assert len(plain) == 12 and plain["k05"].executions == 6
+    log = SQLiteEventLog(path)
+    await log.open()
+    try:
+        assert await log.all_kernels() == plain
+        assert list(await log.all_kernels()) == sorted(plain)
+        assert await log.live_kernels() == {k: s for k, s in plain.items() if is_live(s)}
     finally:
         await log.close()

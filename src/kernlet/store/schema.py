@@ -43,6 +43,7 @@ from sqlalchemy import (
     text,
 )
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.dialects.sqlite.pysqlite import SQLiteDialect_pysqlite as sqlite_dialect
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from kernlet.events.lifecycle import is_live
@@ -53,16 +54,19 @@ from kernlet.store.snapshot import encode_state
 
 __all__ = [
     "BEGIN_OPTION",
+    "INSERT_EVENTS_SQL",
     "RECORD_COLUMNS",
     "SCHEMA_VERSION",
     "UPSERT_STREAM",
-    "as_row",
+    "UPSERT_STREAM_SQL",
     "configure",
+    "event_params",
     "events",
     "meta",
     "metadata",
+    "next_position",
     "prepare",
-    "stream_row",
+    "stream_params",
     "streams",
     "translated",
 ]
@@ -134,6 +138,22 @@ def _upsert_stream() -> Any:
 UPSERT_STREAM = _upsert_stream()
 
 
+def _compiled(stmt: Any, keys: tuple[str, ...]) -> str:
+    """``stmt`` as SQLite SQL with one ``?`` per column of ``keys``, in that order."""
+    compiled = stmt.compile(dialect=sqlite_dialect(), column_keys=list(keys))
+    if tuple(compiled.positiontup or ()) != keys:
+        raise AssertionError(f"unexpected parameter order {compiled.positiontup}")
+    return str(compiled)
+
+
+#: the writer's hot path runs these on the DBAPI connection (pysqlite caches the prepared
+#: statements): the columns of ``events`` and of ``streams``, in the order of the ``?``s
+EVENT_KEYS = tuple(c.name for c in events.c)
+STREAM_KEYS = tuple(c.name for c in streams.c)
+INSERT_EVENTS_SQL = _compiled(events.insert(), EVENT_KEYS)
+UPSERT_STREAM_SQL = _compiled(UPSERT_STREAM, STREAM_KEYS)
+
+
 def configure(engine: Engine, busy_timeout_ms: int) -> None:
     """Set every new connection up: WAL, synchronous=FULL, busy timeout, explicit BEGIN.
 
@@ -180,6 +200,11 @@ def prepare(conn: Connection, path: str) -> int:
     metadata.create_all(conn)  # checks first: on an existing database, restores a lost index
     if fresh:
         conn.execute(meta.insert().values(key="schema_version", value=str(SCHEMA_VERSION)))
+    return next_position(conn)
+
+
+def next_position(conn: Connection) -> int:
+    """The next free ``events.position``."""
     last = conn.execute(select(events.c.position).order_by(events.c.position.desc()).limit(1))
     return int(last.scalar_one_or_none() or 0) + 1
 
@@ -208,18 +233,16 @@ def translated(rec: Record | None = None) -> Iterator[None]:
         raise StoreError(f"event log database error: {exc}") from exc
 
 
-def as_row(rec: Record) -> dict[str, Any]:
-    """A Record as a row of ``events`` (without delivered and position)."""
-    return {c.name: getattr(rec, c.name) for c in RECORD_COLUMNS}
+def event_params(rec: Record, position: int) -> tuple[Any, ...]:
+    """A new (undelivered) row of ``events`` as the parameters of INSERT_EVENTS_SQL."""
+    return (rec.kernel_id, rec.seq, rec.event_id, rec.type, rec.version, rec.time,
+            rec.payload, False, position)
 
 
-def stream_row(stream_id: str, head: StreamHead) -> dict[str, Any]:
-    """A stream's head as a row of ``streams``."""
-    return {
-        "stream_id": stream_id,
-        "last_seq": head.last_seq,
-        "state": head.state.state.value if head.state is not None else None,
-        "live": is_live(head.state),
-        "updated_at": head.updated_at,
-        "snapshot": encode_state(head.state) if head.state is not None else None,
-    }
+def stream_params(stream_id: str, head: StreamHead) -> tuple[Any, ...]:
+    """A stream's head as the parameters of UPSERT_STREAM_SQL."""
+    state = head.state
+    if state is None:
+        return (stream_id, head.last_seq, None, False, head.updated_at, None)
+    return (stream_id, head.last_seq, state.state.value, is_live(state), head.updated_at,
+            encode_state(state))

@@ -25,12 +25,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import sqlite3
 from collections.abc import AsyncIterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from sqlalchemy import URL, Connection, Engine, create_engine, false, func, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from kernlet.events.lifecycle import IllegalTransition, KernelState, is_live, replay
@@ -50,13 +51,15 @@ from kernlet.store.interface import fold
 from kernlet.store.records import Record, to_envelope
 from kernlet.store.schema import (
     BEGIN_OPTION,
+    INSERT_EVENTS_SQL,
     RECORD_COLUMNS,
-    UPSERT_STREAM,
-    as_row,
+    UPSERT_STREAM_SQL,
     configure,
+    event_params,
     events,
+    next_position,
     prepare,
-    stream_row,
+    stream_params,
     streams,
     translated,
 )
@@ -65,6 +68,8 @@ from kernlet.store.snapshot import decode_state
 __all__ = ["SQLiteEventLog"]
 
 _MARK_CHUNK = 500
+#: up to this many streams to replay are read by id; more, by one scan of the events
+_STALE_IN = 500
 
 
 class SQLiteEventLog(WriteFront):
@@ -163,35 +168,41 @@ class SQLiteEventLog(WriteFront):
 
     async def live_kernels(self) -> dict[str, KernelState]:
         """The snapshots of the live streams; the events of those without a usable one."""
-        heads = select(streams.c.stream_id, streams.c.snapshot).where(streams.c.live)
-        async with self._reading() as conn:
-            rows = (await conn.execute(heads)).all()
-        states: dict[str, KernelState] = {}
-        stale: list[str] = []
-        for stream_id, blob in rows:
-            if stream_id == AGENT_STREAM:
-                continue
-            state = decode_state(blob)
-            if state is None:
-                stale.append(stream_id)
-            else:
-                states[stream_id] = state
-        if stale:
-            query = (
-                select(*RECORD_COLUMNS)
-                .where(events.c.kernel_id.in_(stale))
-                .order_by(events.c.kernel_id, events.c.seq)
-            )
-            states |= fold(await self._envelopes(query))
-        return {k: state for k, state in sorted(states.items()) if is_live(state)}
+        states = await self._folded(streams.c.live)
+        return {k: state for k, state in states.items() if is_live(state)}
 
     async def all_kernels(self) -> dict[str, KernelState]:
-        query = (
-            select(*RECORD_COLUMNS)
-            .where(events.c.kernel_id != AGENT_STREAM)
-            .order_by(events.c.kernel_id, events.c.seq)  # the primary key's order: no sort
-        )
-        return fold(await self._envelopes(query))
+        """The full fold: every stream's snapshot where it is usable (written by this fold,
+        at the stream's last seq), and the events of the others folded, in one read."""
+        return await self._folded(None)
+
+    async def _folded(self, where: Any) -> dict[str, KernelState]:
+        """The state of every kernel stream (those matching ``where``), sorted by id: from
+        its snapshot when that is of this fold and at the stream's last seq, else replayed
+        from its events. Both reads in one read transaction: one committed state."""
+        heads = select(streams.c.stream_id, streams.c.last_seq, streams.c.snapshot).where(
+            streams.c.stream_id != AGENT_STREAM)
+        if where is not None:
+            heads = heads.where(where)
+        states: dict[str, KernelState] = {}
+        stale: list[str] = []
+        async with self._reading(transaction=True) as conn:
+            for stream_id, last_seq, blob in (await conn.execute(heads)).all():
+                state = decode_state(blob)
+                if state is None or state.seq != last_seq:
+                    stale.append(stream_id)
+                else:
+                    states[stream_id] = state
+            if stale:
+                query = select(*RECORD_COLUMNS).order_by(events.c.kernel_id, events.c.seq)
+                if len(stale) <= _STALE_IN:
+                    query = query.where(events.c.kernel_id.in_(stale))
+                else:  # many (after an upgrade): one scan in key order, the others skipped
+                    query = query.where(events.c.kernel_id != AGENT_STREAM)
+                rows = (await conn.execute(query)).all()
+                wanted = set(stale)
+                states |= fold(to_envelope(Record(*row)) for row in rows if row[0] in wanted)
+        return dict(sorted(states.items()))
 
     async def last_seq(self, kernel_id: str) -> int:
         query = select(streams.c.last_seq).where(streams.c.stream_id == kernel_id)
@@ -230,13 +241,19 @@ class SQLiteEventLog(WriteFront):
             raise StoreClosed(f"the event log {self.path} is not open")
 
     @contextlib.asynccontextmanager
-    async def _reading(self) -> AsyncIterator[AsyncConnection]:
-        """A pooled connection in autocommit mode: each query sees the last commit."""
+    async def _reading(self, transaction: bool = False) -> AsyncIterator[AsyncConnection]:
+        """A pooled connection in autocommit mode: each query sees the last commit. With
+        ``transaction``, in one read transaction: every query sees the same commit."""
         self._check_open()
         assert self._engine is not None
         with translated():
             async with self._engine.connect() as conn:
-                yield await conn.execution_options(**{BEGIN_OPTION: None})
+                if not transaction:
+                    yield await conn.execution_options(**{BEGIN_OPTION: None})
+                    return
+                conn = await conn.execution_options(**{BEGIN_OPTION: "BEGIN"})
+                async with conn.begin():
+                    yield conn
 
     async def _envelopes(self, query: Any) -> list[Envelope]:
         async with self._reading() as conn:
@@ -261,6 +278,8 @@ class SQLiteEventLog(WriteFront):
                     self._write(conn, staging.records, staging.heads, _marks(reqs))
             except IntegrityError:  # rolled back; now find the culprits, one by one
                 with conn.begin():
+                    # another writer on the file may have taken positions too
+                    self._next_position = max(self._next_position, next_position(conn))
                     staging, outcomes = self._write_one_by_one(conn, reqs, stale)
         self._heads.update(staging.heads)
         for stream_id, head in staging.heads.items():
@@ -303,15 +322,21 @@ class SQLiteEventLog(WriteFront):
         heads: dict[str, StreamHead],
         marks: Sequence[str],
     ) -> None:
-        if records:
-            rows = []
-            for rec in records:
-                rows.append({**as_row(rec), "delivered": False, "position": self._next_position})
-                self._next_position += 1
-            conn.execute(events.insert(), rows)
-        if heads:
-            rows = [stream_row(k, head) for k, head in heads.items()]
-            conn.execute(UPSERT_STREAM, rows)
+        # the hot path: straight to the DBAPI connection, in the transaction SQLAlchemy began
+        # (pysqlite reuses the prepared statements); its errors as SQLAlchemy's, for translated
+        raw = conn.connection.driver_connection
+        assert raw is not None
+        try:
+            if records:
+                first = self._next_position
+                raw.executemany(INSERT_EVENTS_SQL, [
+                    event_params(rec, pos) for pos, rec in enumerate(records, first)])
+                self._next_position = first + len(records)
+            if heads:
+                raw.executemany(UPSERT_STREAM_SQL, [
+                    stream_params(k, head) for k, head in heads.items()])
+        except sqlite3.Error as exc:
+            raise DBAPIError.instance(None, None, exc, sqlite3.Error) from exc
         for start in range(0, len(marks), _MARK_CHUNK):
             chunk = marks[start : start + _MARK_CHUNK]
             mark = update(events).where(events.c.event_id.in_(chunk)).values(delivered=True)
