@@ -28,6 +28,8 @@ __all__ = ["MemoryEventLog"]
 class MemoryEventLog(WriteFront):
     """An :class:`~kernlet.store.interface.EventLog` held in memory."""
 
+    _writer: GroupCommitter
+
     def __init__(self, max_batch: int = 1024) -> None:
         self._records: list[Record] = []
         self._streams: dict[str, list[Record]] = {}

@@ -1,9 +1,9 @@
 """The event log in a SQLite file: SQLAlchemy 2 Core, aiosqlite for readers.
 
 Durability: every connection runs in WAL mode with ``synchronous=FULL``, so a transaction is
-on disk (fsynced) when its COMMIT returns. Appends go through one writer task (see
-:mod:`kernlet.store.batch`): every request waiting when a transaction starts joins it, so N
-concurrent appends cost one fsync. The writer's connection is a plain (sync) SQLAlchemy
+on disk (fsynced) when its COMMIT returns. Appends go through one writer thread
+(``ThreadCommitter`` in :mod:`kernlet.store.batch`: one hand-off each way per group): every
+request waiting when a transaction starts joins it, so N concurrent appends cost one fsync. The writer's connection is a plain (sync) SQLAlchemy
 connection owned by one thread of its own, and a whole batch (heads, validation, INSERTs,
 COMMIT) runs there in **one hop** from the loop: through aiosqlite every statement was a
 hand-off between the loop and its thread, about 20 per transaction, each a wait for the
@@ -38,11 +38,11 @@ from kernlet.events.lifecycle import IllegalTransition, KernelState, is_live, re
 from kernlet.events.types import AGENT_STREAM, Envelope
 from kernlet.store.batch import (
     Append,
-    GroupCommitter,
     MarkDelivered,
     Request,
     Staging,
     StreamHead,
+    ThreadCommitter,
     WriteFront,
     stage_all,
 )
@@ -75,6 +75,8 @@ _STALE_IN = 500
 class SQLiteEventLog(WriteFront):
     """An :class:`~kernlet.store.interface.EventLog` in a SQLite file (created if missing)."""
 
+    _writer: ThreadCommitter
+
     def __init__(
         self, path: str | os.PathLike[str], *, busy_timeout_ms: int = 5000, max_batch: int = 1024
     ) -> None:
@@ -85,7 +87,7 @@ class SQLiteEventLog(WriteFront):
         self._wengine: Engine | None = None
         self._wconn: Connection | None = None
         self._thread: ThreadPoolExecutor | None = None
-        self._writer = GroupCommitter(self._commit, max_batch)
+        self._writer = ThreadCommitter(self._commit_batch, max_batch)
         #: the writer's cache of stream heads (committed); terminated kernels are dropped
         self._heads: dict[str, StreamHead] = {}
         self._next_position = 1
@@ -105,7 +107,7 @@ class SQLiteEventLog(WriteFront):
             await engine.dispose()
             raise
         self._engine, self._heads = engine, {}
-        self._writer.start()
+        self._writer.start(self._thread)
 
     async def close(self) -> None:
         if self._engine is None:
@@ -261,10 +263,6 @@ class SQLiteEventLog(WriteFront):
         return [to_envelope(Record(*row)) for row in rows]
 
     # -- writing (only ever on the writer's thread) ---------------------------------------
-
-    async def _commit(self, reqs: list[Request]) -> list[BaseException | None]:
-        outcomes: list[BaseException | None] = await self._on_writer(self._commit_batch, reqs)
-        return outcomes
 
     def _commit_batch(self, reqs: list[Request]) -> list[BaseException | None]:
         conn = self._wconn
