@@ -3,11 +3,12 @@
 Durability: every connection runs in WAL mode with ``synchronous=FULL``, so a transaction is
 on disk (fsynced) when its COMMIT returns. Appends go through one writer thread
 (``ThreadCommitter`` in :mod:`kernlet.store.batch`: one hand-off each way per group): every
-request waiting when a transaction starts joins it, so N concurrent appends cost one fsync. The writer's connection is a plain (sync) SQLAlchemy
-connection owned by one thread of its own, and a whole batch (heads, validation, INSERTs,
-COMMIT) runs there in **one hop** from the loop: through aiosqlite every statement was a
-hand-off between the loop and its thread, about 20 per transaction, each a wait for the
-scheduler on a busy box. Readers use pooled aiosqlite connections and see the last committed
+request waiting when a transaction starts joins it, so N concurrent appends cost one fsync.
+The writer's connection is a plain (sync) SQLAlchemy connection owned by that thread, and a
+whole batch (heads, validation, INSERTs, COMMIT) runs there in **one hop** from the loop:
+through aiosqlite every statement was a hand-off between the loop and its thread, about 20
+per transaction, each a wait for the scheduler on a busy box. Readers use pooled aiosqlite
+connections and see the last committed
 state (WAL lets them run beside the writer).
 
 A batch is validated against the cached stream heads, then written in one go (BEGIN
