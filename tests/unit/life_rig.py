@@ -105,10 +105,10 @@ class CrashingLog(MemoryEventLog):
         self.crash_type = ""
         self.crashed = asyncio.Event()
 
-    async def append(self, envs: Sequence[Envelope]) -> None:
+    async def append(self, envs: Sequence[Envelope], *, lazy: bool = False) -> None:
         if self.crashed.is_set():
             await asyncio.Event().wait()
-        await super().append(envs)
+        await super().append(envs, lazy=lazy)
         if any(e.type == self.crash_type for e in envs):
             self.crashed.set()
 

@@ -113,3 +113,54 @@ async def test_submit_before_start_or_after_stop_is_refused() -> None:
     await writer.stop()
     with pytest.raises(StoreClosed):
         await writer.submit(req(1))
+
+
+async def test_lazy_requests_wait_for_company_and_an_eager_one_takes_them_along() -> None:
+    batches: list[list[str]] = []
+
+    async def commit(reqs: list[Request]) -> list[BaseException | None]:
+        batches.append([r.event_ids[0] for r in reqs if isinstance(r, MarkDelivered)])
+        return [None] * len(reqs)
+
+    writer = GroupCommitter(commit, lazy_delay=60.0)  # only an eager request ends the wait
+    writer.start()
+    lazy = [asyncio.ensure_future(writer.submit(req(n), lazy=True)) for n in range(3)]
+    for _ in range(5):  # the lazy ones arrive one by one, each on a later turn of the loop
+        await asyncio.sleep(0)
+    assert batches == []
+    assert not any(f.done() for f in lazy)
+    await writer.submit(req(9))
+    await asyncio.gather(*lazy)
+    assert batches == [["0", "1", "2", "9"]]
+    await writer.stop()
+
+
+async def test_a_lazy_request_alone_commits_when_its_delay_is_up() -> None:
+    batches: list[int] = []
+
+    async def commit(reqs: list[Request]) -> list[BaseException | None]:
+        batches.append(len(reqs))
+        return [None] * len(reqs)
+
+    writer = GroupCommitter(commit, lazy_delay=0.01)
+    writer.start()
+    await asyncio.wait_for(writer.submit(req(1), lazy=True), 30)
+    await writer.submit(req(2))  # eager, alone: at once
+    assert batches == [1, 1]
+    await writer.stop()
+
+
+async def test_stop_commits_the_lazy_requests_still_waiting() -> None:
+    batches: list[int] = []
+
+    async def commit(reqs: list[Request]) -> list[BaseException | None]:
+        batches.append(len(reqs))
+        return [None] * len(reqs)
+
+    writer = GroupCommitter(commit, lazy_delay=60.0)
+    writer.start()
+    lazy = asyncio.ensure_future(writer.submit(req(1), lazy=True))
+    await asyncio.sleep(0)
+    await writer.stop()
+    await lazy
+    assert batches == [1]

@@ -14,8 +14,9 @@ import pytest
 from fixtures.bodies import body
 from kernlet.events.types import new_envelope
 from kernlet.store import SQLiteEventLog
-from kernlet.store.batch import MarkDelivered, Request, ThreadCommitter
+from kernlet.store.batch import MarkDelivered, Request
 from kernlet.store.errors import StoreClosed, StoreError
+from kernlet.store.thread_commit import SyncCommitFn, ThreadCommitter
 
 
 def req(n: int) -> Request:
@@ -95,3 +96,52 @@ async def test_closing_mid_group_loses_no_acknowledged_append(tmp_path: Path) ->
         assert await log.count() == 8
     finally:
         await log.close()
+
+
+def _recording() -> tuple[list[list[str]], SyncCommitFn]:
+    groups: list[list[str]] = []
+
+    def commit(reqs: list[Request]) -> list[BaseException | None]:
+        groups.append([r.event_ids[0] for r in reqs if isinstance(r, MarkDelivered)])
+        return [None] * len(reqs)
+
+    return groups, commit
+
+
+async def test_lazy_requests_wait_for_company_and_an_eager_one_takes_them_along() -> None:
+    groups, commit = _recording()
+    with ThreadPoolExecutor(1) as pool:
+        writer = ThreadCommitter(commit, lazy_delay=60.0)  # only an eager request ends the wait
+        writer.start(pool)
+        lazy = [asyncio.ensure_future(writer.submit(req(n), lazy=True)) for n in range(3)]
+        for _ in range(5):  # each lazy one queued on a turn of the loop of its own
+            await asyncio.sleep(0.01)
+        assert groups == []
+        assert not any(f.done() for f in lazy)
+        await writer.submit(req(9))
+        await asyncio.gather(*lazy)
+        await writer.stop()
+    assert groups == [["0", "1", "2", "9"]]
+
+
+async def test_a_lazy_request_alone_commits_when_its_delay_is_up() -> None:
+    groups, commit = _recording()
+    with ThreadPoolExecutor(1) as pool:
+        writer = ThreadCommitter(commit, lazy_delay=0.01)
+        writer.start(pool)
+        await asyncio.wait_for(writer.submit(req(1), lazy=True), 30)
+        await writer.submit(req(2))  # eager, alone: at once
+        await writer.stop()
+    assert groups == [["1"], ["2"]]
+
+
+async def test_stop_commits_the_lazy_requests_still_waiting() -> None:
+    groups, commit = _recording()
+    with ThreadPoolExecutor(1) as pool:
+        writer = ThreadCommitter(commit, lazy_delay=60.0)
+        writer.start(pool)
+        lazy = asyncio.ensure_future(writer.submit(req(1), lazy=True))
+        await asyncio.sleep(0.01)
+        await writer.stop()
+        await asyncio.wait_for(lazy, 5)
+    assert groups == [["1"]]

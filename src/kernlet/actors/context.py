@@ -56,14 +56,15 @@ class AgentContext:
             await self.persist(env)
         return env
 
-    async def persist(self, env: Envelope) -> None:
-        """Append durably, then hand to the outbox and the listeners (loop side)."""
-        await self.persist_all([env])
+    async def persist(self, env: Envelope, *, lazy: bool = False) -> None:
+        """Append durably, then hand to the outbox and the listeners (loop side). ``lazy``:
+        the append may wait a few milliseconds to share a transaction (execution events)."""
+        await self.persist_all([env], lazy=lazy)
 
-    async def persist_all(self, envs: list[Envelope]) -> None:
+    async def persist_all(self, envs: list[Envelope], *, lazy: bool = False) -> None:
         """Append several envelopes (of several streams) in one transaction, then announce
         each in order (a warm-pool take: kernlet.actors.pool_take)."""
-        await self.store.append(envs)
+        await self.store.append(envs, lazy=lazy)
         for env in envs:
             if self.cfg.debug.crash_after is not None:
                 self._maybe_crash(env)

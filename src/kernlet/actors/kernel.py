@@ -101,7 +101,7 @@ class KernelActor(LoopActor):
         with logs.bound(run_id=getattr(body, "run_id", None) or None):
             log.log(level, "kernel %s #%d %s %s", self.kernel_id, env.seq, body.TYPE,
                     getattr(body, "reason", "") or getattr(body, "container_id", "")[:12])
-            self.spawn(self.ctx.persist(env), then=durable)
+            self.spawn(self.ctx.persist(env, lazy=_lazy(body)), then=durable)
 
     def new_runbook(self) -> RunBook:
         return RunBook(
@@ -240,3 +240,12 @@ class KernelActor(LoopActor):
         kernel from its stream (see ``_SupervisedKernel``)."""
         log.error("kernel actor %s crashed: %r", self.kernel_id, exc_value)
         self.ctx.loop.submit(self.runs.close(f"kernel actor crashed: {exc_value}"))
+
+
+def _lazy(body: EventBody) -> bool:
+    """Whether an event's append may wait for company (docs/decisions.md, 2): a run's start
+    and end, which nothing acts on; not the start of a batch job (its end after an agent
+    restart depends on it), nor anything of the lifecycle."""
+    if isinstance(body, ExecutionStarted):
+        return not body.session
+    return isinstance(body, ExecutionFinished)

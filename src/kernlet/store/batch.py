@@ -5,7 +5,10 @@ takes every request waiting in the queue (up to ``max_batch``) and hands the bat
 ``commit`` function, which writes it in one transaction (one fsync for SQLite) and says, per
 request, whether it held. A request that fails validation fails alone; the others commit.
 Requests arriving while a batch is being committed form the next batch, so the batch size
-follows the load without any added delay.
+follows the load without any added delay. A *lazy* request (an append nothing waits on
+before acting: execution events, see docs/decisions.md) may wait up to ``lazy_delay`` for
+company: its batch is committed when that time is up, when it is full, or at once when any
+other request arrives (the queue is one FIFO, so order within and across streams holds).
 
 :class:`Staging` is the validation both logs share: each append must continue its streams
 (seq = last + 1), carry new event ids, and be allowed by the lifecycle table; it is checked
@@ -15,24 +18,26 @@ against the committed heads plus the appends staged before it in the same batch.
 from __future__ import annotations
 
 import asyncio
-import queue
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from concurrent.futures import Executor
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from kernlet.events.lifecycle import IllegalTransition, KernelState, apply
 from kernlet.events.types import AGENT_STREAM, Envelope
 from kernlet.store.errors import AppendConflict, DuplicateEvent, SequenceConflict, StoreClosed
 from kernlet.store.records import Record, to_record
 
+if TYPE_CHECKING:
+    from kernlet.store.thread_commit import ThreadCommitter
+
 __all__ = [
+    "LAZY_DELAY",
     "Append",
     "GroupCommitter",
     "MarkDelivered",
     "Request",
     "Staging",
     "StreamHead",
-    "ThreadCommitter",
     "WriteFront",
     "stage_all",
 ]
@@ -65,6 +70,17 @@ class MarkDelivered:
 
 
 Request = Append | MarkDelivered
+#: how long a lazy request may wait for others to share its transaction (seconds)
+LAZY_DELAY = 0.05
+
+
+@dataclass(frozen=True, slots=True)
+class _Item:
+    """A queued request, the future its caller awaits, and whether it may wait for company."""
+
+    req: Request
+    done: asyncio.Future[None]
+    lazy: bool
 #: writes a batch in one transaction; returns one outcome per request (None: it holds).
 #: Raising means nothing of the batch was written.
 CommitFn = Callable[[list[Request]], Awaitable[list[BaseException | None]]]
@@ -133,10 +149,12 @@ def stage_all(
 class GroupCommitter:
     """The single writer task of a log. Start and stop it on the loop that uses the log."""
 
-    def __init__(self, commit: CommitFn, max_batch: int = 1024) -> None:
+    def __init__(self, commit: CommitFn, max_batch: int = 1024,
+                 lazy_delay: float = LAZY_DELAY) -> None:
         self._commit = commit
         self._max_batch = max_batch
-        self._queue: asyncio.Queue[tuple[Request, asyncio.Future[None]] | None] = asyncio.Queue()
+        self._lazy_delay = lazy_delay
+        self._queue: asyncio.Queue[_Item | None] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
         self._accepting = False
         #: transactions committed so far
@@ -152,12 +170,13 @@ class GroupCommitter:
         self._task = asyncio.get_running_loop().create_task(self._run(), name="kernlet-log-writer")
         self._accepting = True
 
-    async def submit(self, req: Request) -> None:
-        """Queue one request and wait until its batch committed (or it failed)."""
+    async def submit(self, req: Request, *, lazy: bool = False) -> None:
+        """Queue one request and wait until its batch committed (or it failed); a lazy one
+        may wait up to ``lazy_delay`` for others to share its transaction."""
         if not self._accepting:
             raise StoreClosed("the event log is not open")
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._queue.put_nowait((req, done))
+        self._queue.put_nowait(_Item(req, done, lazy))
         await done
 
     async def stop(self) -> None:
@@ -170,17 +189,11 @@ class GroupCommitter:
         await task
 
     async def _run(self) -> None:
-        batch: list[tuple[Request, asyncio.Future[None]]] = []
+        batch: list[_Item] = []
         try:
             stopping = False
             while not stopping:
-                item = await self._queue.get()
-                while item is not None:
-                    batch.append(item)
-                    if len(batch) >= self._max_batch or self._queue.empty():
-                        break
-                    item = self._queue.get_nowait()
-                stopping = item is None
+                stopping = await self._gather(batch, await self._queue.get())
                 if batch:
                     await self._run_batch(batch)
                     batch = []
@@ -191,150 +204,53 @@ class GroupCommitter:
                 item = self._queue.get_nowait()
                 if item is not None:
                     batch.append(item)
-            for _, done in batch:
-                if not done.done():
-                    done.set_exception(StoreClosed("the event log writer stopped"))
+            for it in batch:
+                if not it.done.done():
+                    it.done.set_exception(StoreClosed("the event log writer stopped"))
 
-    async def _run_batch(self, batch: list[tuple[Request, asyncio.Future[None]]]) -> None:
+    async def _gather(self, batch: list[_Item], item: _Item | None) -> bool:
+        """Fill ``batch`` from ``item`` on: what is queued, and while every request in it is
+        lazy, what arrives before the first one's delay is up. True when told to stop."""
+        loop = asyncio.get_running_loop()
+        deadline: float | None = None
+        eager = False
+        while item is not None:
+            batch.append(item)
+            eager = eager or not item.lazy
+            if len(batch) >= self._max_batch:
+                return False
+            if not self._queue.empty():
+                item = self._queue.get_nowait()
+                continue
+            if eager:
+                return False
+            if deadline is None:
+                deadline = loop.time() + self._lazy_delay
+            left = deadline - loop.time()
+            if left <= 0:
+                return False
+            try:
+                item = await asyncio.wait_for(self._queue.get(), left)
+            except TimeoutError:
+                return False
+        return True
+
+    async def _run_batch(self, batch: list[_Item]) -> None:
         outcomes: list[BaseException | None]
         try:
-            outcomes = await self._commit([req for req, _ in batch])
+            outcomes = await self._commit([it.req for it in batch])
         except Exception as exc:  # noqa: BLE001 - the transaction failed: each caller hears why
             outcomes = [exc] * len(batch)
         else:
             self.commits += 1
-        for (_, done), outcome in zip(batch, outcomes, strict=True):
+        for it, outcome in zip(batch, outcomes, strict=True):
+            done = it.done
             if done.done():  # the caller was cancelled
                 continue
             if outcome is None:
                 done.set_result(None)
             else:
                 done.set_exception(outcome)
-
-
-#: the same as CommitFn, run on the writer's own thread
-SyncCommitFn = Callable[[list[Request]], list[BaseException | None]]
-_Waiting = tuple[Request, "asyncio.Future[None]"]
-
-
-class ThreadCommitter:
-    """Group commit on a thread of its own, with one wake each way per group.
-
-    The callers of one loop iteration queue their requests; the first schedules a flush
-    (``call_soon``: it runs after them) that hands the whole group to the writer's thread in
-    one put. That thread blocks on its inbox, commits each group (joining those that queued
-    up during its last commit, up to ``max_batch`` requests), and gives the outcomes back in
-    one ``call_soon_threadsafe``, which resolves the group's futures. Against
-    :class:`GroupCommitter` and an executor this spares the writer task and its two extra
-    loop iterations per transaction. ``commit`` runs only on that thread (it is started, as a
-    job that lasts until :meth:`stop`, on the single-thread executor the log opened its
-    connection on).
-    """
-
-    def __init__(self, commit: SyncCommitFn, max_batch: int = 1024) -> None:
-        self._commit = commit
-        self._max_batch = max_batch
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._inbox: queue.SimpleQueue[list[_Waiting] | None] = queue.SimpleQueue()
-        self._pending: list[_Waiting] = []
-        #: the requests the writer's thread took from the inbox last (its thread only)
-        self._taken: list[_Waiting] = []
-        self._job: asyncio.Future[None] | None = None
-        self._accepting = False
-        #: transactions committed so far (written on the writer's thread only)
-        self.commits = 0
-
-    @property
-    def running(self) -> bool:
-        return self._accepting
-
-    def start(self, executor: Executor) -> None:
-        """Start the writer's job on ``executor`` (one thread), answering on the running loop."""
-        self._loop = asyncio.get_running_loop()
-        self._inbox = queue.SimpleQueue()
-        self._pending = []
-        self._job = asyncio.wrap_future(executor.submit(self._serve))
-        self._job.add_done_callback(self._ended)
-        self._accepting = True
-
-    async def submit(self, req: Request) -> None:
-        """Queue one request and wait until its group committed (or it failed)."""
-        if not self._accepting or self._loop is None:
-            raise StoreClosed("the event log is not open")
-        done: asyncio.Future[None] = self._loop.create_future()
-        if not self._pending:
-            self._loop.call_soon(self._flush)
-        self._pending.append((req, done))
-        await done
-
-    async def stop(self) -> None:
-        """Refuse new requests, commit the queued ones, and end the writer's job."""
-        if self._job is None:
-            return
-        self._accepting = False
-        self._flush()
-        self._inbox.put(None)
-        job, self._job = self._job, None
-        await job  # the job's last outcomes were scheduled before its end: they come first
-
-    def _flush(self) -> None:
-        if self._pending:
-            group, self._pending = self._pending, []
-            self._inbox.put(group)
-
-    def _ended(self, _job: asyncio.Future[None]) -> None:
-        """The job ended (stopped, or broken): nobody waits forever."""
-        self._accepting = False
-        waiting, self._pending = self._pending, []
-        _resolve(waiting, [StoreClosed("the event log writer stopped")] * len(waiting))
-
-    def _serve(self) -> None:
-        """The writer's thread: commit groups until the inbox's end mark."""
-        loop = self._loop
-        assert loop is not None
-        try:
-            self._serve_on(loop)
-        except BaseException:
-            self._accepting = False
-            waiting = self._taken  # those already answered are skipped by _resolve
-            while not self._inbox.empty():
-                waiting.extend(self._inbox.get_nowait() or ())
-            closed: list[BaseException | None] = [StoreClosed("the event log writer stopped")]
-            loop.call_soon_threadsafe(_resolve, waiting, closed * len(waiting))
-            raise
-
-    def _serve_on(self, loop: asyncio.AbstractEventLoop) -> None:
-        stopping = False
-        while not stopping:
-            item = self._inbox.get()
-            waiting: list[_Waiting] = []
-            while item is not None:
-                waiting.extend(item)
-                if len(waiting) >= self._max_batch or self._inbox.empty():
-                    break
-                item = self._inbox.get_nowait()
-            stopping = item is None
-            self._taken = waiting
-            for start in range(0, len(waiting), self._max_batch):
-                group = waiting[start : start + self._max_batch]
-                outcomes: list[BaseException | None]
-                try:
-                    outcomes = self._commit([req for req, _ in group])
-                except Exception as exc:  # noqa: BLE001 - the transaction failed: each caller hears why
-                    outcomes = [exc] * len(group)
-                else:
-                    self.commits += 1
-                loop.call_soon_threadsafe(_resolve, group, outcomes)
-
-
-def _resolve(group: list[_Waiting], outcomes: list[BaseException | None]) -> None:
-    for (_, done), outcome in zip(group, outcomes, strict=True):
-        if done.done():  # the caller was cancelled
-            continue
-        if outcome is None:
-            done.set_result(None)
-        else:
-            done.set_exception(outcome)
 
 
 class WriteFront:
@@ -351,10 +267,11 @@ class WriteFront:
     def commits(self) -> int:
         return self._writer.commits
 
-    async def append(self, envs: Sequence[Envelope]) -> None:
+    async def append(self, envs: Sequence[Envelope], *, lazy: bool = False) -> None:
         self._check_open()
         if envs:
-            await self._writer.submit(Append(tuple(envs), [to_record(env) for env in envs]))
+            await self._writer.submit(Append(tuple(envs), [to_record(env) for env in envs]),
+                                      lazy=lazy)
 
     async def mark_delivered(self, event_ids: Iterable[str]) -> None:
         self._check_open()

@@ -39,14 +39,16 @@ class EventLog(Protocol):
         """Finish the writes already submitted, then release everything. Safe to call twice."""
         ...
 
-    async def append(self, envs: Sequence[Envelope]) -> None:
+    async def append(self, envs: Sequence[Envelope], *, lazy: bool = False) -> None:
         """Append envelopes atomically; durable when this returns.
 
         Each envelope's seq must be the next of its stream, and each kernel event must be
         allowed by the lifecycle table from the kernel's state; all of them are written, or
         none. Raises SequenceConflict, DuplicateEvent, IllegalTransition, CodecError. Concurrent
         calls are grouped into one transaction; a failing call does not fail the others. If the
-        caller is cancelled after the call began, the append may still be written.
+        caller is cancelled after the call began, the append may still be written. A ``lazy``
+        append (one nothing waits on: execution events) may wait a few milliseconds
+        (``kernlet.store.batch.LAZY_DELAY``) to share a transaction with the appends after it.
         """
         ...
 

@@ -2,7 +2,7 @@
 
 Durability: every connection runs in WAL mode with ``synchronous=FULL``, so a transaction is
 on disk (fsynced) when its COMMIT returns. Appends go through one writer thread
-(``ThreadCommitter`` in :mod:`kernlet.store.batch`: one hand-off each way per group): every
+(:mod:`kernlet.store.thread_commit`: one hand-off each way per group): every
 request waiting when a transaction starts joins it, so N concurrent appends cost one fsync.
 The writer's connection is a plain (sync) SQLAlchemy connection owned by that thread, and a
 whole batch (heads, validation, INSERTs, COMMIT) runs there in **one hop** from the loop:
@@ -43,7 +43,6 @@ from kernlet.store.batch import (
     Request,
     Staging,
     StreamHead,
-    ThreadCommitter,
     WriteFront,
     stage_all,
 )
@@ -65,6 +64,7 @@ from kernlet.store.schema import (
     translated,
 )
 from kernlet.store.snapshot import decode_state
+from kernlet.store.thread_commit import ThreadCommitter
 
 __all__ = ["SQLiteEventLog"]
 
