@@ -9,8 +9,9 @@ durable, and only then announced (agent registry, watcher, NATS) and acted on.
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 import pykka
@@ -169,7 +170,8 @@ class KernelActor(LoopActor):
             req.run_id, req.mode, req.code, dict(req.opts), req.flush_timeout, msg.sink,
             req.timeout,
         )
-        self.spawn(coro, then=lambda r: msg.reply.ok(r.to_wire()), fail=msg.reply.error)
+        # answered from the loop: the caller waits on nothing this actor decides after this
+        self.ctx.loop.submit(_answer(coro, msg.reply))
 
     def _trigger_batch(self, msg: TriggerBatch) -> None:
         """A background batch job: answer now, end with session_success / session_failure."""
@@ -240,6 +242,18 @@ class KernelActor(LoopActor):
         kernel from its stream (see ``_SupervisedKernel``)."""
         log.error("kernel actor %s crashed: %r", self.kernel_id, exc_value)
         self.ctx.loop.submit(self.runs.close(f"kernel actor crashed: {exc_value}"))
+
+
+async def _answer(coro: Coroutine[Any, Any, Any], reply: Reply) -> None:
+    """On the loop: run an ``execute`` call and answer it there, without a hop through the
+    kernel actor's mailbox and back (its result is the caller's; the actor hears the run's
+    end from the RunBook as before)."""
+    try:
+        result = await coro
+    except (Exception, asyncio.CancelledError) as exc:  # noqa: BLE001 - the caller hears every error
+        reply.error(exc)
+    else:
+        reply.ok(result.to_wire())
 
 
 def _lazy(body: EventBody) -> bool:

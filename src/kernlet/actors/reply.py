@@ -66,7 +66,17 @@ class Reply:
         if self._callback is not None:
             self._callback(err if err is not None else result)
         elif self._loop is not None and self._future is not None:
-            self._loop.call_soon_threadsafe(_set, self._future, result, err)
+            if _running_loop() is self._loop:  # on the loop already: no wake-up round
+                _set(self._future, result, err)
+            else:
+                self._loop.call_soon_threadsafe(_set, self._future, result, err)
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
 
 
 def _set(fut: asyncio.Future[Any], result: Any, err: BaseException | None) -> None:
