@@ -20,6 +20,7 @@ import nats.errors
 import nats.js.errors
 from nats.aio.client import Client
 from nats.aio.msg import Msg
+from nats.js import JetStreamContext
 from nats.js.api import StreamConfig
 
 from kernlet.errors import BusError
@@ -139,6 +140,8 @@ class NatsDriver:
     def __init__(self, settings: BusSettings) -> None:
         self._settings = settings
         self._nc: Client | None = None
+        #: the JetStream context of ``_nc`` (made once per connection, not once per publish)
+        self._js: JetStreamContext | None = None
         self.jetstream = False
         self._on_reconnect: list[Callable[[], Awaitable[None]]] = []
         self._closing = False
@@ -192,6 +195,7 @@ class NatsDriver:
             self._error(exc)
 
         with _translate(f"connect to {s.url}"):
+            self._js = None
             self._nc = await open_connection(
                 s.url,
                 s.tls,
@@ -239,6 +243,7 @@ class NatsDriver:
             with contextlib.suppress(Exception):
                 await self._nc.drain()
             self._nc = None
+            self._js = None
 
     @property
     def _c(self) -> Client:
@@ -246,9 +251,14 @@ class NatsDriver:
             raise BusError("not connected to NATS")
         return self._nc
 
+    def _jetstream(self) -> JetStreamContext:
+        if self._js is None:
+            self._js = self._c.jetstream()
+        return self._js
+
     async def ensure_stream(self, name: str, subjects: list[str]) -> bool:
         """Create or update the JetStream stream; False when the server has no JetStream."""
-        js = self._c.jetstream()
+        js = self._jetstream()
         config = StreamConfig(
             name=name, subjects=subjects, duplicate_window=600.0, max_age=7 * 24 * 3600.0
         )
@@ -303,7 +313,7 @@ class NatsDriver:
         """Publish durably: JetStream ack with dedupe by msg id; else publish and flush."""
         if self.jetstream:
             with _translate(f"publish event {subject}"):
-                await self._c.jetstream().publish(
+                await self._jetstream().publish(
                     subject, data, headers={"Nats-Msg-Id": msg_id}, timeout=5.0
                 )
             return
