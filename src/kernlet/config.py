@@ -17,6 +17,7 @@ from pydantic import BaseModel, Field, ValidationError, field_validator, model_v
 
 from kernlet.config_base import ConfigError, Section
 from kernlet.config_nats import NatsSection
+from kernlet.config_ops import DebugSection, LoggingSection, WatcherSection
 from kernlet.config_pool import PoolEntry
 from kernlet.config_registries import RegistrySection
 from kernlet.config_values import cpu_limit_factor, parse_origin, parse_size
@@ -25,7 +26,10 @@ __all__ = [
     "SEARCH_PATH",
     "AgentConfig",
     "ConfigError",
+    "DebugSection",
+    "LoggingSection",
     "NatsSection",
+    "WatcherSection",
     "apply_cluster",
     "find_config",
     "load_config",
@@ -214,49 +218,6 @@ class LimitsSection(Section):
     @classmethod
     def _size(cls, v: Any) -> int:
         return parse_size(v)
-
-
-class WatcherSection(Section):
-    """The operators' HTTP endpoint served by the watcher actor inside the agent."""
-
-    enabled: bool = True
-    host: str = "127.0.0.1"
-    #: 0 picks a free port (tests); the reference uses 6009
-    port: int = Field(default=6009, ge=0, le=65535)
-    #: token required by the operations (header X-Kernlet-Token); None disables operations
-    token: str | None = None
-    #: origins besides the watcher's own whose pages may send operations (a browser's Origin
-    #: header); canonical ``scheme://host:port``. A string is a comma-separated list (etcd).
-    allowed_origins: tuple[str, ...] = ()
-
-    @field_validator("allowed_origins", mode="before")
-    @classmethod
-    def _origins(cls, v: Any) -> Any:
-        if isinstance(v, str):
-            v = [part for part in v.split(",") if part.strip()]
-        if isinstance(v, (list, tuple)):
-            return tuple(parse_origin(o) if isinstance(o, str) else o for o in v)
-        return v
-
-
-class LoggingSection(Section):
-    """The agent's own log (see kernlet.logs): level, text or JSON lines, stderr or a file."""
-
-    level: Literal["debug", "info", "warning", "error", "critical"] = "info"
-    #: "text": human lines with a [kernel K run R] prefix; "json": one object a line
-    format: Literal["text", "json"] = "text"
-    #: append to this file instead of writing to stderr
-    file: Path | None = None
-
-
-class DebugSection(Section):
-    """Fault injection for tests and drills; never enable in production."""
-
-    #: accept the debug_fault command (makes a kernel actor raise)
-    fault_injection: bool = False
-    #: exit the agent process abruptly (like SIGKILL) right after an event of this type is
-    #: durable; "type:N" waits for the N-th such event
-    crash_after: str | None = None
 
 
 class StorageSection(Section):

@@ -4,7 +4,8 @@ Each handler runs in the agent actor's thread as ``handler(agent, request, comma
 either answers ``command.reply`` itself, hands the reply to a kernel actor, or starts a step
 on the loop that answers later. A :class:`~kernlet.errors.KernletError` it raises becomes the
 reply's error (see :meth:`AgentActor.handle`). Grouped by concern: kernels, files, services,
-images, registry sync and reset, node info, debug.
+images, registry sync and reset, node info, debug; the creation of kernels and of the
+manager's networks is in :mod:`kernlet.actors.create_commands`.
 """
 
 from __future__ import annotations
@@ -16,12 +17,16 @@ from typing import TYPE_CHECKING, Any
 
 from kernlet import __version__
 from kernlet.actors import kept_logs
-from kernlet.actors.hooks.allocate import slot_fields, slot_request
+from kernlet.actors.create_commands import (
+    check_log_space,
+    create_kernels,
+    create_local_network,
+    destroy_local_network,
+)
 from kernlet.actors.image_commands import IMAGE_COMMANDS
 from kernlet.actors.messages import (
     Command,
     Complete,
-    Create,
     Destroy,
     InjectedFault,
     Interrupt,
@@ -34,17 +39,12 @@ from kernlet.actors.pulls import start_pull
 from kernlet.actors.reply import Gather, Reply
 from kernlet.actors.services import shutdown_service, start_service
 from kernlet.actors.steps import kernel_dirs
-from kernlet.cluster import CLUSTER_KEY, plan_cluster
-from kernlet.drivers import scratch, storage
 from kernlet.drivers.files import WorkDir
 from kernlet.errors import (
     ImageNotFound,
-    InsufficientResource,
     InvalidRequest,
-    KernelAlreadyExists,
     KernelNotFound,
     KernelNotRunning,
-    KernletError,
 )
 from kernlet.events import (
     KernelState,
@@ -79,9 +79,8 @@ from kernlet.protocol import (
 
 if TYPE_CHECKING:
     from kernlet.actors.agent import AgentActor
-    from kernlet.config import AgentConfig
 
-__all__ = ["COMMANDS", "Handler", "summary"]
+__all__ = ["COMMANDS", "Handler", "check_log_space", "summary"]
 
 #: ``(agent, request, command) -> None``
 Handler = Callable[["AgentActor", Any, Command], None]
@@ -106,89 +105,6 @@ def summary(state: KernelState) -> dict[str, Any]:
 
 
 # -- kernels -----------------------------------------------------------------------------------
-
-
-def _create_kernels(agent: AgentActor, req: CreateKernels, cmd: Command) -> None:
-    taken = [k for k in req.kernel_ids if k in agent.known_ids or k in agent.kernels]
-    if taken:
-        raise KernelAlreadyExists(f"kernel id(s) already used on this agent: {taken}")
-    c = agent.ctx.cfg.container
-    small = [k for k, kc in zip(req.kernel_ids, req.configs, strict=True)
-             if (kc.mem or c.default_mem) < c.min_mem]
-    if small:
-        raise InvalidRequest(
-            f"kernel(s) {small}: mem below the smallest a kernel can be given "
-            f"({c.min_mem // 1024**2} MiB, container.min-mem: the runtime and an idle "
-            "ipykernel take about 76 MiB)")
-    roots = agent.ctx.cfg.storage.roots
-    for i, kc in enumerate(req.configs):  # refused before anything is created or recorded
-        where = f"configs[{i}].mounts"
-        plans = storage.plan_mounts(roots, [m.model_dump() for m in kc.mounts], where)
-        storage.check_sources(roots, plans, where)
-    over = [k for k, kc in zip(req.kernel_ids, req.configs, strict=True)
-            if (kc.shm_size or c.shm_size) > (kc.mem or c.default_mem)]
-    if over:
-        raise InvalidRequest(
-            f"kernel(s) {over}: shm_size above mem (/dev/shm is part of the kernel's memory; "
-            f"the default shm_size is container.shm-size = {c.shm_size // 1024**2} MiB)")
-    check_log_space(agent.ctx.cfg)
-    for i, (kernel_id, kconfig) in enumerate(zip(req.kernel_ids, req.configs, strict=True)):
-        for slot, amount in slot_request(agent.ctx.cfg, kconfig.model_dump()).items():
-            try:
-                agent.ledger.check({slot: amount})
-            except KernletError as exc:
-                raise type(exc)(f"create_kernels: configs.{i}.{slot_fields(slot)} (kernel "
-                                f"{kernel_id}): {exc.message}") from exc
-    cluster = _cluster(agent, req)
-    gather = Gather(len(req.kernel_ids), lambda results: cmd.reply.ok({"kernels": results}))
-    for i, (kernel_id, kconfig) in enumerate(zip(req.kernel_ids, req.configs, strict=True)):
-        config = kconfig.model_dump()
-        if cluster:
-            config[CLUSTER_KEY] = cluster[i]
-        elif agent.pool.take(kernel_id, req.session_id, config, gather.part(i), False):
-            continue  # a warm-pool kernel becomes this one (kernlet.actors.pool)
-        ref = agent.start_kernel(kernel_id, None)
-        ref.tell(Create(session_id=req.session_id, image=kconfig.image,
-                        config=config, done=gather.part(i)))
-
-
-def _cluster(agent: AgentActor, req: CreateKernels) -> list[dict[str, Any]]:
-    """Each kernel's session facts (docs/sessions.md); [] for kernels of no cluster."""
-    if req.cluster is None:
-        return []
-    if agent.ctx.cfg.container.network == "none":
-        raise InvalidRequest("create_kernels: cluster: this agent runs kernels without a "
-                             "network (container.network = none)")
-    net = req.cluster.network
-    if net and agent.networks.book.owner(net) != "manager":
-        raise InvalidRequest(f"create_kernels: cluster.network {net!r} was not made by "
-                             "create_local_network on this agent")
-    return plan_cluster(req.session_id, req.kernel_ids, req.cluster, agent.ctx.cfg.agent.id)
-
-
-def _create_local_network(agent: AgentActor, req: CreateLocalNetwork, cmd: Command) -> None:
-    internal = agent.ctx.cfg.container.network != "bridge"
-    agent.networks.run(agent.networks.book.create_owned(req.network, internal, cmd.reply))
-
-
-def _destroy_local_network(agent: AgentActor, req: DestroyLocalNetwork, cmd: Command) -> None:
-    agent.networks.run(agent.networks.book.destroy_owned(req.network, Reply.to(
-        lambda r: cmd.reply.error(r) if isinstance(r, BaseException) else cmd.reply.ok(
-            {"network": req.network, "destroyed": True}))))
-
-
-def check_log_space(cfg: AgentConfig) -> None:
-    """InsufficientResource while the event log's filesystem has less free space than
-    ``agent.min-log-free``: a kernel must never make the agent unable to record it."""
-    floor = cfg.agent.min_log_free
-    if not floor:
-        return
-    free = scratch.free_bytes(cfg.log_path.parent)
-    if free < floor:
-        raise InsufficientResource(
-            f"the event log's filesystem ({cfg.log_path.parent}) has {free // 1024**2} MiB "
-            f"free, less than agent.min-log-free ({floor // 1024**2} MiB): no new kernel "
-            "until space is freed")
 
 
 def _destroy_kernel(agent: AgentActor, req: DestroyKernel, cmd: Command) -> None:
@@ -380,9 +296,9 @@ def _debug_fault(agent: AgentActor, req: DebugFault, cmd: Command) -> None:
 
 COMMANDS: dict[type[Any], Handler] = {
     Ping: _ping,
-    CreateKernels: _create_kernels,
-    CreateLocalNetwork: _create_local_network,
-    DestroyLocalNetwork: _destroy_local_network,
+    CreateKernels: create_kernels,
+    CreateLocalNetwork: create_local_network,
+    DestroyLocalNetwork: destroy_local_network,
     DestroyKernel: _destroy_kernel,
     RestartKernel: _restart_kernel,
     Execute: _execute,

@@ -3,15 +3,16 @@
 Every event that kernlet writes to its log or pushes to the manager is one of these bodies,
 wrapped in an :class:`Envelope` that carries the kernel id, the per-kernel sequence number, a
 unique event id and the UTC time. Type names are part of the wire and log format: never rename
-one; add a new version and an upgrader in :mod:`kernlet.events.codec` instead.
+one; add a new version and an upgrader in :mod:`kernlet.events.codec` instead. The base
+class, the envelope and :data:`AGENT_STREAM` are in :mod:`kernlet.events.base`, re-exported here.
 """
 
 from __future__ import annotations
 
-import time
-import uuid
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
+
+from kernlet.events.base import AGENT_STREAM, Envelope, EventBody, new_envelope
 
 __all__ = [
     "AGENT_STREAM",
@@ -48,18 +49,6 @@ __all__ = [
     "SessionSuccess",
     "new_envelope",
 ]
-
-#: Stream id used for agent-wide events (agent_started, agent_error...) in the log.
-AGENT_STREAM = "_agent"
-
-
-@dataclass(frozen=True, slots=True)
-class EventBody:
-    """Base of every event payload. Subclasses set TYPE and VERSION."""
-
-    TYPE: ClassVar[str] = ""
-    VERSION: ClassVar[int] = 1
-
 
 @dataclass(frozen=True, slots=True)
 class KernelPreparing(EventBody):
@@ -371,32 +360,3 @@ class NetworkRemoved(EventBody):
     network: str
     reason: str
     session_id: str = ""
-
-
-@dataclass(frozen=True, slots=True)
-class Envelope:
-    """One event as stored and sent: who, which position in its stream, when, what."""
-
-    kernel_id: str
-    #: position in the kernel's stream, from 1, without gaps
-    seq: int
-    #: unique id (hex uuid4); consumers drop duplicates by it
-    event_id: str
-    #: UTC time as seconds since the epoch
-    time: float
-    body: EventBody
-
-    @property
-    def type(self) -> str:
-        return self.body.TYPE
-
-
-def new_envelope(kernel_id: str, seq: int, body: EventBody, now: float | None = None) -> Envelope:
-    """Wrap a body in an envelope with a fresh event id and the current UTC time."""
-    return Envelope(
-        kernel_id=kernel_id,
-        seq=seq,
-        event_id=uuid.uuid4().hex,
-        time=time.time() if now is None else now,
-        body=body,
-    )

@@ -4,9 +4,10 @@ The writer stores, with each stream head it writes, the kernel's state after tha
 encoded here. Start-up (``live_kernels``) decodes these instead of replaying every event of
 every live kernel. A snapshot is a cache, never the truth: the events are. It is trusted
 only when written by the same fold: each carries ``FOLD_ID``, a digest of the modules that
-decide what replay makes of the log (the lifecycle fold, the event types with their versions,
-the codec with its upgraders). After any change to them every snapshot is stale, start-up
-replays the events as it always could, and a stream's snapshot is renewed by its next append.
+decide what replay makes of the log (the lifecycle fold, the event types with their versions
+and their base, the codec with its upgraders). After any change to them every snapshot is
+stale, start-up replays the events as it always could, and a stream's snapshot is renewed by
+its next append.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import Any
 
 import msgpack
 
-from kernlet.events import codec, lifecycle, types
+from kernlet.events import base, codec, lifecycle, types
 from kernlet.events.lifecycle import KernelState, State
 
 __all__ = ["FOLD_ID", "decode_state", "encode_state"]
@@ -26,7 +27,7 @@ __all__ = ["FOLD_ID", "decode_state", "encode_state"]
 
 def _fold_id() -> str:
     digest = hashlib.sha256()
-    for module in (lifecycle, types, codec):
+    for module in (lifecycle, base, types, codec):
         digest.update(Path(module.__file__ or "").read_bytes())
     return digest.hexdigest()[:16]
 

@@ -1,0 +1,55 @@
+"""The event format's frame: :class:`EventBody` (the base of every event type), the
+:class:`Envelope` each event is stored and sent in, and the agent stream's id.
+
+Re-exported by :mod:`kernlet.events.types` (where the event types themselves are) and
+:mod:`kernlet.events`; import from either.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass
+from typing import ClassVar
+
+__all__ = ["AGENT_STREAM", "Envelope", "EventBody", "new_envelope"]
+
+#: Stream id used for agent-wide events (agent_started, agent_error...) in the log.
+AGENT_STREAM = "_agent"
+
+
+@dataclass(frozen=True, slots=True)
+class EventBody:
+    """Base of every event payload. Subclasses set TYPE and VERSION."""
+
+    TYPE: ClassVar[str] = ""
+    VERSION: ClassVar[int] = 1
+
+
+@dataclass(frozen=True, slots=True)
+class Envelope:
+    """One event as stored and sent: who, which position in its stream, when, what."""
+
+    kernel_id: str
+    #: position in the kernel's stream, from 1, without gaps
+    seq: int
+    #: unique id (hex uuid4); consumers drop duplicates by it
+    event_id: str
+    #: UTC time as seconds since the epoch
+    time: float
+    body: EventBody
+
+    @property
+    def type(self) -> str:
+        return self.body.TYPE
+
+
+def new_envelope(kernel_id: str, seq: int, body: EventBody, now: float | None = None) -> Envelope:
+    """Wrap a body in an envelope with a fresh event id and the current UTC time."""
+    return Envelope(
+        kernel_id=kernel_id,
+        seq=seq,
+        event_id=uuid.uuid4().hex,
+        time=time.time() if now is None else now,
+        body=body,
+    )
