@@ -145,3 +145,18 @@ async def test_stop_commits_the_lazy_requests_still_waiting() -> None:
         await writer.stop()
         await asyncio.wait_for(lazy, 5)
     assert groups == [["1"]]
+
+
+async def test_a_read_of_a_stream_sees_what_was_appended_lazily_before_it(tmp_path: Path) -> None:
+    log = SQLiteEventLog(tmp_path / "events.db")
+    await log.open()
+    try:
+        await log.append([new_envelope("k1", 1, body("kernel_preparing"))])
+        lazy = asyncio.ensure_future(
+            log.append([new_envelope("k2", 1, body("kernel_preparing"))], lazy=True))
+        await asyncio.sleep(0)  # queued, waiting for company (LAZY_DELAY is 50 ms)
+        assert not lazy.done()
+        assert [e.seq for e in await log.read_stream("k2")] == [1]
+        assert lazy.done()
+    finally:
+        await log.close()

@@ -159,6 +159,8 @@ class GroupCommitter:
         self._accepting = False
         #: transactions committed so far
         self.commits = 0
+        #: lazy requests submitted and not yet answered
+        self._lazy = 0
 
     @property
     def running(self) -> bool:
@@ -177,7 +179,20 @@ class GroupCommitter:
             raise StoreClosed("the event log is not open")
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._queue.put_nowait(_Item(req, done, lazy))
-        await done
+        if not lazy:
+            await done
+            return
+        self._lazy += 1
+        try:
+            await done
+        finally:
+            self._lazy -= 1
+
+    async def settle(self) -> None:
+        """Wait until the lazy requests submitted before this call are committed (a reader
+        calls it so that it sees them): an empty eager request through the same FIFO."""
+        if self._lazy and self._accepting:
+            await self.submit(MarkDelivered(()))
 
     async def stop(self) -> None:
         """Refuse new requests, commit the queued ones, and end the writer task."""

@@ -49,6 +49,7 @@ class MemoryEventLog(WriteFront):
 
     async def read_stream(self, kernel_id: str, after_seq: int = 0) -> list[Envelope]:
         self._check_open()
+        await self._writer.settle()  # what was appended lazily before this read, too
         records = self._streams.get(kernel_id, [])
         return [to_envelope(rec) for rec in records[max(after_seq, 0) :]]
 

@@ -157,6 +157,7 @@ class SQLiteEventLog(WriteFront):
                 engine.dispose()
 
     async def read_stream(self, kernel_id: str, after_seq: int = 0) -> list[Envelope]:
+        await self._writer.settle()  # what was appended lazily before this read, too
         query = (
             select(*RECORD_COLUMNS)
             .where(events.c.kernel_id == kernel_id, events.c.seq > after_seq)
