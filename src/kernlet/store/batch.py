@@ -17,6 +17,7 @@ against the committed heads plus the appends staged before it in the same batch.
 
 from __future__ import annotations
 
+import abc
 import asyncio
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -34,6 +35,7 @@ __all__ = [
     "LAZY_DELAY",
     "Append",
     "GroupCommitter",
+    "LazyCounting",
     "MarkDelivered",
     "Request",
     "Staging",
@@ -146,7 +148,36 @@ def stage_all(
     return staging, outcomes
 
 
-class GroupCommitter:
+class LazyCounting(abc.ABC):
+    """What both committers share: how many lazy requests wait unanswered, and
+    :meth:`settle` for readers that must see them."""
+
+    _accepting: bool = False
+    #: lazy requests submitted and not yet answered
+    _lazy: int = 0
+
+    @abc.abstractmethod
+    async def submit(self, req: Request, *, lazy: bool = False) -> None: ...
+
+    async def _answered(self, done: asyncio.Future[None], lazy: bool) -> None:
+        """Await a submitted request's outcome, counting it while it is lazy."""
+        if not lazy:
+            await done
+            return
+        self._lazy += 1
+        try:
+            await done
+        finally:
+            self._lazy -= 1
+
+    async def settle(self) -> None:
+        """Wait until the lazy requests submitted before this call are committed (a reader
+        calls it so that it sees them): an empty eager request through the same FIFO."""
+        if self._lazy and self._accepting:
+            await self.submit(MarkDelivered(()))
+
+
+class GroupCommitter(LazyCounting):
     """The single writer task of a log. Start and stop it on the loop that uses the log."""
 
     def __init__(self, commit: CommitFn, max_batch: int = 1024,
@@ -159,8 +190,6 @@ class GroupCommitter:
         self._accepting = False
         #: transactions committed so far
         self.commits = 0
-        #: lazy requests submitted and not yet answered
-        self._lazy = 0
 
     @property
     def running(self) -> bool:
@@ -179,20 +208,7 @@ class GroupCommitter:
             raise StoreClosed("the event log is not open")
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._queue.put_nowait(_Item(req, done, lazy))
-        if not lazy:
-            await done
-            return
-        self._lazy += 1
-        try:
-            await done
-        finally:
-            self._lazy -= 1
-
-    async def settle(self) -> None:
-        """Wait until the lazy requests submitted before this call are committed (a reader
-        calls it so that it sees them): an empty eager request through the same FIFO."""
-        if self._lazy and self._accepting:
-            await self.submit(MarkDelivered(()))
+        await self._answered(done, lazy)
 
     async def stop(self) -> None:
         """Refuse new requests, commit the queued ones, and end the writer task."""

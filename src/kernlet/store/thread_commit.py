@@ -23,7 +23,7 @@ import queue
 from collections.abc import Callable
 from concurrent.futures import Executor
 
-from kernlet.store.batch import LAZY_DELAY, MarkDelivered, Request
+from kernlet.store.batch import LAZY_DELAY, LazyCounting, Request
 from kernlet.store.errors import StoreClosed
 
 __all__ = ["SyncCommitFn", "ThreadCommitter"]
@@ -34,7 +34,7 @@ SyncCommitFn = Callable[[list[Request]], list[BaseException | None]]
 _Waiting = tuple[Request, "asyncio.Future[None]"]
 
 
-class ThreadCommitter:
+class ThreadCommitter(LazyCounting):
     """Group commit on a thread of its own, with one wake each way per group."""
 
     def __init__(self, commit: SyncCommitFn, max_batch: int = 1024,
@@ -55,18 +55,10 @@ class ThreadCommitter:
         self._accepting = False
         #: transactions committed so far (written on the writer's thread only)
         self.commits = 0
-        #: lazy requests submitted and not yet answered
-        self._lazy = 0
 
     @property
     def running(self) -> bool:
         return self._accepting
-
-    async def settle(self) -> None:
-        """Wait until the lazy requests submitted before this call are committed (a reader
-        calls it so that it sees them): an empty eager request through the same FIFO."""
-        if self._lazy and self._accepting:
-            await self.submit(MarkDelivered(()))
 
     def start(self, executor: Executor) -> None:
         """Start the writer's job on ``executor`` (one thread), answering on the running loop."""
@@ -87,14 +79,7 @@ class ThreadCommitter:
         done: asyncio.Future[None] = self._loop.create_future()
         self._pending.append((req, done))
         self._schedule(self._loop, lazy)
-        if not lazy:
-            await done
-            return
-        self._lazy += 1
-        try:
-            await done
-        finally:
-            self._lazy -= 1
+        await self._answered(done, lazy)
 
     def _schedule(self, loop: asyncio.AbstractEventLoop, lazy: bool) -> None:
         if self._soon:
