@@ -136,6 +136,17 @@ async def test_a_runtime_whose_ipykernel_is_not_ready_says_so(sock: Path) -> Non
     assert msg.endswith("booting")
 
 
+async def test_the_error_says_what_the_runtimes_readiness_probe_saw(sock: Path) -> None:
+    starting = {"seconds": 61.5, "sent": 60, "answered": 0, "iopub": 0, "iopub_ours": 0,
+                "reconnects": 2}
+    status = {"ready": False, "error": None, "starting": starting}
+    async with FakeRuntime(sock, lambda _msg: status):
+        with pytest.raises(RuntimeUnavailable) as err:
+            await connect_runtime(channel(sock), StubDocker("booting\n"), "c0ffee", 0.5)
+    assert ("its ipykernel was not ready yet (after 61.5 s: 60 kernel_info sent, 0 answered; "
+            "0 iopub messages, 0 for kernel_info; 2 reconnects)") in err.value.message
+
+
 async def test_the_runtimes_own_error_comes_with_the_output(sock: Path) -> None:
     failed = ("the ipykernel did not start: RuntimeError('the kernel did not answer within "
               "300 s (agent.create-timeout)')")

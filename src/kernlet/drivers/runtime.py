@@ -94,6 +94,7 @@ class RuntimeChannel:
                 if status.get("data", {}).get("ready"):
                     return dict(status["data"])
                 failed = status.get("data", {}).get("error")
+                starting = status.get("data", {}).get("starting")
             except (TimeoutError, OSError, RuntimeUnavailable) as exc:
                 seen = _describe(exc)
                 await self._drop()
@@ -103,6 +104,8 @@ class RuntimeChannel:
                     # timeout would only delay the failure
                     raise RuntimeUnavailable(f"runtime at {self.path} failed: {failed}")
                 seen = "the runtime answered, but its ipykernel was not ready yet"
+                if isinstance(starting, dict):
+                    seen += f" ({_progress(starting)})"
             await asyncio.sleep(0.05)
         named = f" ({key})" if key else ""
         raise RuntimeUnavailable(
@@ -201,6 +204,17 @@ class RuntimeChannel:
         self._nudge.set()
         self._fail_pending("runtime channel closed")
         await self._drop()
+
+
+def _progress(starting: dict[str, Any]) -> str:
+    """The runtime's readiness probe in words (its status' ``starting``, see
+    kernlet.kernel.probe: the agent does not import the runtime's modules)."""
+    get = starting.get
+    return (
+        f"after {get('seconds')} s: {get('sent')} kernel_info sent, {get('answered')} "
+        f"answered; {get('iopub')} iopub messages, {get('iopub_ours')} for kernel_info; "
+        f"{get('reconnects')} reconnects"
+    )
 
 
 def _describe(exc: BaseException) -> str:

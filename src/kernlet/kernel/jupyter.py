@@ -31,10 +31,12 @@ log = logging.getLogger("kernlet.kernel.query")
 
 __all__ = [
     "KERNEL_ENV",
+    "close_channels",
     "connect",
     "decode",
     "kernel_language",
     "kernel_pid",
+    "kick",
     "read_channel",
     "start_kernel",
     "stop_kernel",
@@ -141,6 +143,30 @@ def connect(km: Any) -> Any:
     return kc
 
 
+def close_channels(kc: Any) -> None:
+    """Close ``kc``'s channels (None: nothing to close)."""
+    if kc is not None:
+        with contextlib.suppress(Exception):
+            kc.stop_channels()
+
+
+def kick(kc: Any) -> None:
+    """Have each of ``kc``'s sockets look again for messages it holds.
+
+    zmq's FD is edge-triggered: a wake-up consumed by another call on the socket would leave
+    a message unread until the next event. pyzmq's asyncio socket schedules its waiting
+    receivers when ``get(zmq.EVENTS)`` finds input (its own remedy, after each operation);
+    calling it costs a system call per socket.
+    """
+    import zmq
+
+    for name in ("shell_channel", "iopub_channel", "stdin_channel"):
+        socket = getattr(getattr(kc, name, None), "socket", None)
+        if socket is not None:
+            with contextlib.suppress(zmq.ZMQError):
+                socket.get(zmq.EVENTS)
+
+
 def kernel_pid(km: Any) -> int | None:
     try:
         proc = km.provisioner.process  # jupyter_client >= 7
@@ -173,9 +199,7 @@ async def read_channel(channel: Any, session: Any, handle: Handler) -> None:
 
 async def stop_kernel(km: Any, kc: Any) -> None:
     """Close the channels and kill the kernel; either may be None (never started)."""
-    if kc is not None:
-        with contextlib.suppress(Exception):
-            kc.stop_channels()
+    close_channels(kc)
     if km is not None:
         with contextlib.suppress(Exception):
             await km.shutdown_kernel(now=True)

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from kernlet.kernel import jupyter
+from kernlet.kernel.probe import ReadinessProbe
 from kernlet.kernel.translate import (
     EXIT_INTERRUPTED,
     Emit,
@@ -35,6 +36,14 @@ __all__ = ["COMPLETE_TIMEOUT", "CompletionFailed", "QueryEngine", "strip_ansi"]
 
 #: Seconds between liveness checks of an idle kernel.
 WATCH_INTERVAL = 2.0
+#: Seconds between the log lines of a start that takes long.
+PROGRESS_INTERVAL = 10.0
+#: Seconds a live kernel may stay silent (no reply, no iopub message) before the probe closes
+#: the client's channels and opens them again. zmq's FD is edge-triggered: a socket whose
+#: wake-up was consumed elsewhere holds its messages unread until a later event on it, and
+#: a new connection is such an event (ipykernel issue 1554 describes one such window). A
+#: kernel still importing its modules loses nothing by it: the requests are sent again.
+RECONNECT_AFTER = 30.0
 #: Seconds the kernel may take to answer a complete_request. A kernel's first completion is
 #: cold (IPython's jedi parses the module and its stubs): 1-3 s on an idle 2-core machine,
 #: 4-8 s on a loaded one. The agent waits 10 s for the reply (``RunBook.complete``): the
@@ -69,9 +78,11 @@ class QueryEngine:
         self.language = "python"
         self._dir = Path(tempfile.mkdtemp(prefix="kernlet-runtime-"))
         self._replies: dict[str, asyncio.Future[dict[str, Any]]] = {}
-        self._iopub_parents: set[str] = set()
+        #: the readiness probe of the current or last (re)start
+        self.probe = ReadinessProbe()
         self._run: Run | None = None
-        self._readers: list[asyncio.Task[None]] = []
+        self._readers: list[asyncio.Task[None]] = []  # the channels' readers
+        self._watcher: asyncio.Task[None] | None = None
         self._ready_event = asyncio.Event()
         self._lock = asyncio.Lock()  # held while (re)starting or beginning a run
 
@@ -81,12 +92,7 @@ class QueryEngine:
         """Start the kernel and wait until it answers; sets ``ready`` or ``error``."""
         try:
             self.km = await jupyter.start_kernel(self._dir, self.workdir)
-            self.kc = kc = jupyter.connect(self.km)
-            self._readers = [
-                asyncio.create_task(self._read(kc.shell_channel, self._on_shell)),
-                asyncio.create_task(self._read(kc.iopub_channel, self._on_iopub)),
-                asyncio.create_task(self._read(kc.stdin_channel, self._on_stdin)),
-            ]
+            self._open_channels()
             await self._wait_ready(self.start_timeout)
         except Exception as exc:
             log.exception("the ipykernel did not start")
@@ -98,12 +104,28 @@ class QueryEngine:
         self.language = jupyter.kernel_language(self.km)
         self._ready_event.set()
         log.info("%s kernel ready (pid %s)", self.language, self.kernel_pid())
-        self._readers.append(asyncio.create_task(self._watch()))
+        self._watcher = asyncio.create_task(self._watch())
+
+    def _open_channels(self) -> None:
+        self.kc = kc = jupyter.connect(self.km)
+        self._readers = [
+            asyncio.create_task(jupyter.read_channel(kc.shell_channel, kc.session, self._on_shell)),
+            asyncio.create_task(jupyter.read_channel(kc.iopub_channel, kc.session, self._on_iopub)),
+            asyncio.create_task(jupyter.read_channel(kc.stdin_channel, kc.session, self._on_stdin)),
+        ]
+
+    def _reconnect(self) -> None:
+        """Close the client's channels and open new ones to the same kernel."""
+        for task in self._readers:
+            task.cancel()
+        jupyter.close_channels(self.kc)
+        self._open_channels()
 
     async def _watch(self) -> None:
         """Restart a kernel that died between runs (during a run, ``_finish`` does it)."""
         while True:
             await asyncio.sleep(WATCH_INTERVAL)
+            jupyter.kick(self.kc)
             async with self._lock:
                 if self._run is None and self.ready and not await self.km.is_alive():
                     log.warning("the ipykernel died while idle; restarting it")
@@ -116,36 +138,42 @@ class QueryEngine:
         return jupyter.kernel_pid(self.km)
 
     async def _wait_ready(self, limit: float) -> None:
-        """kernel_info until answered AND its status messages show up on iopub.
-
-        The second condition proves the iopub subscription is live (a late-joining SUB socket
-        would otherwise lose the first run's output).
-        """
+        """kernel_info once a second until the kernel proves ready (see
+        :mod:`kernlet.kernel.probe`); RuntimeError if it dies or ``limit`` seconds pass."""
         deadline = time.monotonic() + limit
+        self.probe = probe = ReadinessProbe()
+        progress = probe.progress
+        next_note, next_reconnect = PROGRESS_INTERVAL, RECONNECT_AFTER
         while True:
-            msg_id = self.kc.kernel_info()
-            self._iopub_parents.add(msg_id)
-            fut = self._expect_reply(msg_id)
-            try:
-                await asyncio.wait_for(fut, 1.0)
-                await asyncio.sleep(0.05)  # let its iopub status arrive
-                if msg_id not in self._iopub_parents:
-                    return
-            except TimeoutError:
-                pass
-            finally:
-                self._replies.pop(msg_id, None)
-                self._iopub_parents.discard(msg_id)
+            probe.sent(self.kc.kernel_info())
+            if await probe.wait(1.0):
+                return
+            jupyter.kick(self.kc)
             if not await self.km.is_alive():
-                raise RuntimeError("the kernel died before answering kernel_info")
+                raise RuntimeError(
+                    f"the kernel died before answering kernel_info (after {progress.describe()})"
+                )
             if time.monotonic() > deadline:
                 raise RuntimeError(
-                    f"the kernel did not answer within {limit:g} s ({self.timeout_key})"
+                    f"the kernel did not answer within {limit:g} s ({self.timeout_key}; "
+                    f"after {progress.describe()})"
                 )
+            if progress.seconds > next_note:
+                next_note += PROGRESS_INTERVAL
+                log.info("the ipykernel is not ready after %s", progress.describe())
+            if not progress.heard and progress.seconds > next_reconnect:
+                next_reconnect += RECONNECT_AFTER
+                log.warning(
+                    "the ipykernel has not answered after %s; reconnecting its channels",
+                    progress.describe(),
+                )
+                progress.reconnects += 1
+                self._reconnect()
 
     async def shutdown(self) -> None:
-        for task in self._readers:
-            task.cancel()
+        for task in [*self._readers, self._watcher]:
+            if task is not None:
+                task.cancel()
         await jupyter.stop_kernel(self.km, self.kc)
         shutil.rmtree(self._dir, ignore_errors=True)
 
@@ -167,18 +195,18 @@ class QueryEngine:
 
     # -- channel readers -------------------------------------------------------------------
 
-    async def _read(self, channel: Any, handle: jupyter.Handler) -> None:
-        await jupyter.read_channel(channel, self.kc.session, handle)
-
     def _expect_reply(self, msg_id: str) -> asyncio.Future[dict[str, Any]]:
         fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self._replies[msg_id] = fut
         return fut
 
     def _on_shell(self, msg: dict[str, Any]) -> None:
-        fut = self._replies.pop(msg["parent_header"].get("msg_id", ""), None)
+        parent = msg["parent_header"].get("msg_id", "")
+        fut = self._replies.pop(parent, None)
         if fut is not None and not fut.done():
             fut.set_result(msg)
+        elif fut is None and not self.ready:
+            self.probe.on_shell(parent)
 
     def _on_iopub(self, msg: dict[str, Any]) -> None:
         parent = msg["parent_header"].get("msg_id")
@@ -186,9 +214,9 @@ class QueryEngine:
         content = msg["content"]
         run = self._run
         if run is None or parent != run.msg_id:
-            if kind == "status" and parent in self._iopub_parents:
-                self._iopub_parents.discard(parent)
-            elif kind == "stream" and run is not None:
+            if not self.ready:
+                self.probe.on_iopub(parent, kind)
+            if kind == "stream" and run is not None:
                 # Output of a thread started by an earlier cell: show it with the current run.
                 run.stream(content.get("name", "stdout"), content.get("text", ""))
             return
@@ -244,6 +272,7 @@ class QueryEngine:
                 finished, _ = await asyncio.wait({done}, timeout=1.0)
                 if finished:
                     break
+                jupyter.kick(self.kc)
                 if not await self.km.is_alive():
                     run.emit("stderr", "\nkernlet: the Python kernel died; restarting it\n")
                     async with self._lock:

@@ -247,6 +247,7 @@ class Runtime:
             "kernel_pid": self.query.kernel_pid() if self.query.km is not None else None,
             "version": __version__,
             "error": self.query.error,
+            "starting": None if self.query.ready else self.query.probe.progress.as_dict(),
             "start_timeout": self.query.start_timeout,
             "seq": self.outbox.seq,
             "dropped_bytes": self.outbox.dropped_bytes,
