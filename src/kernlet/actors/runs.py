@@ -124,6 +124,8 @@ class RunBook:
         self._watchdogs: set[asyncio.Task[None]] = set()
         self._runs: dict[str, _Run] = {}
         self._order: list[str] = []
+        #: runs taken over from before an agent restart, until ``settle_adopted``
+        self._adopted: set[str] = set()
         self._closed: str | None = None
 
     async def connect(self, timeout: float) -> dict[str, Any]:
@@ -164,13 +166,17 @@ class RunBook:
         its time limit (``timeout``) still holds, ``left`` seconds from now."""
         if run_id not in self._runs:
             run = self._start(run_id, mode)
+            self._adopted.add(run_id)
             if timeout is not None:
                 self._guard(run, timeout, timeout if left is None else left)
 
     def settle_adopted(self, busy: str | None) -> None:
         """After reconnecting: an adopted run the runtime no longer runs ended while no agent
-        listened (its end was sent to the old connection); close it as ``lost``."""
-        for run_id in list(self._order):
+        listened (its end was sent to the old connection); close it as ``lost``. Only adopted
+        runs: a run started since (an execute that came while the kernel was being re-adopted)
+        may be finished already, its end not yet read, and is the runtime's to end."""
+        adopted, self._adopted = self._adopted, set()
+        for run_id in [r for r in self._order if r in adopted]:
             run = self._runs[run_id]
             if run_id != busy and not run.done.is_set():
                 run.status = "finished"

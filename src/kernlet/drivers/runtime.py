@@ -56,6 +56,10 @@ class RuntimeChannel:
         self._paused = False
         #: wakes a paused reader (resume, a new request, close)
         self._nudge = asyncio.Event()
+        #: held while a connection is being opened: callers that need one at the same time
+        #: (the recovery's connect, an execute's send) share it. Two would race: the runtime
+        #: keeps only the newest connection, and what was written on the other can be lost.
+        self._opening = asyncio.Lock()
 
     @property
     def paused(self) -> bool:
@@ -88,8 +92,7 @@ class RuntimeChannel:
             if left <= 0:
                 break
             try:
-                if not self.connected:
-                    await self._open()
+                await self._ensure_open()
                 status = await self.request({"op": "status"}, timeout=left)
                 if status.get("data", {}).get("ready"):
                     return dict(status["data"])
@@ -111,6 +114,11 @@ class RuntimeChannel:
         raise RuntimeUnavailable(
             f"runtime at {self.path} not ready after {timeout:g} s{named}: {seen}"
         )
+
+    async def _ensure_open(self) -> None:
+        async with self._opening:
+            if not self.connected:
+                await self._open()
 
     async def _open(self) -> None:
         reader, writer = await asyncio.open_unix_connection(str(self.path), limit=READ_LIMIT)
