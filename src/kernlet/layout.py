@@ -2,10 +2,13 @@
 
 Both sides import this module: the agent (``kernlet.actors.steps`` builds the container's
 environment from it) and the runtime inside the container (``kernlet.kernel``), where only the
-standard library exists. So it holds plain constants and imports nothing.
+standard library exists. So it holds plain constants and one formatter of what the runtime
+reports (``describe_start``), and imports only the standard library.
 """
 
 from __future__ import annotations
+
+from collections.abc import Mapping
 
 __all__ = [
     "BOOTSTRAP_NAME",
@@ -20,6 +23,7 @@ __all__ = [
     "SSH_PORT",
     "START_TIMEOUT_ENV",
     "WORK_IN_CONTAINER",
+    "describe_start",
 ]
 
 #: The kernel's work dir (the host's ``<var>/scratch/<kid>/work``, owned by the kernel's uid).
@@ -50,3 +54,14 @@ START_TIMEOUT_ENV = "KERNLET_START_TIMEOUT"
 DEFAULT_START_TIMEOUT = 60.0
 #: The configuration key that the variable's value comes from, named in errors.
 CREATE_TIMEOUT_KEY = "agent.create-timeout"
+
+
+def describe_start(starting: Mapping[str, object]) -> str:
+    """The runtime's readiness probe in words, from its status' ``starting`` (what
+    kernlet.kernel.probe counts): the runtime's log and errors and the agent's say it alike."""
+    get = starting.get
+    return (
+        f"{get('seconds')} s: {get('sent')} kernel_info sent, {get('answered')} answered; "
+        f"{get('iopub')} iopub messages, {get('iopub_ours')} for kernel_info; "
+        f"{get('reconnects')} reconnects"
+    )

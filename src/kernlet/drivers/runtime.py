@@ -24,6 +24,7 @@ from typing import Any
 
 from kernlet.errors import RuntimeUnavailable
 from kernlet.events.codec import CodecError, FrameReader, frame
+from kernlet.layout import describe_start
 
 __all__ = ["RuntimeChannel"]
 
@@ -108,7 +109,7 @@ class RuntimeChannel:
                     raise RuntimeUnavailable(f"runtime at {self.path} failed: {failed}")
                 seen = "the runtime answered, but its ipykernel was not ready yet"
                 if isinstance(starting, dict):
-                    seen += f" ({_progress(starting)})"
+                    seen += f" (after {describe_start(starting)})"
             await asyncio.sleep(0.05)
         named = f" ({key})" if key else ""
         raise RuntimeUnavailable(
@@ -212,17 +213,6 @@ class RuntimeChannel:
         self._nudge.set()
         self._fail_pending("runtime channel closed")
         await self._drop()
-
-
-def _progress(starting: dict[str, Any]) -> str:
-    """The runtime's readiness probe in words (its status' ``starting``, see
-    kernlet.kernel.probe: the agent does not import the runtime's modules)."""
-    get = starting.get
-    return (
-        f"after {get('seconds')} s: {get('sent')} kernel_info sent, {get('answered')} "
-        f"answered; {get('iopub')} iopub messages, {get('iopub_ours')} for kernel_info; "
-        f"{get('reconnects')} reconnects"
-    )
 
 
 def _describe(exc: BaseException) -> str:

@@ -20,6 +20,8 @@ import asyncio
 import time
 from dataclasses import dataclass, field
 
+from kernlet.layout import describe_start
+
 __all__ = ["ReadinessProbe", "StartProgress"]
 
 
@@ -47,11 +49,7 @@ class StartProgress:
         return self.answered > 0 or self.iopub > 0
 
     def describe(self) -> str:
-        return (
-            f"{self.seconds:.0f} s: {self.sent} kernel_info sent, {self.answered} answered; "
-            f"{self.iopub} iopub messages, {self.iopub_ours} for kernel_info; "
-            f"{self.reconnects} reconnects"
-        )
+        return describe_start(self.as_dict())
 
     def as_dict(self) -> dict[str, int | float]:
         return {
@@ -73,8 +71,6 @@ class ReadinessProbe:
     def __init__(self) -> None:
         self.progress = StartProgress()
         self._ids: set[str] = set()
-        self._answered = False
-        self._iopub_live = False
         self._ready = asyncio.Event()
 
     def sent(self, msg_id: str) -> None:
@@ -86,7 +82,6 @@ class ReadinessProbe:
         if parent not in self._ids:
             return False
         self.progress.answered += 1
-        self._answered = True
         self._check()
         return True
 
@@ -94,11 +89,10 @@ class ReadinessProbe:
         self.progress.iopub += 1
         if kind == "status" and parent in self._ids:
             self.progress.iopub_ours += 1
-            self._iopub_live = True
             self._check()
 
     def _check(self) -> None:
-        if self._answered and self._iopub_live:
+        if self.progress.answered and self.progress.iopub_ours:
             self._ready.set()
 
     @property
