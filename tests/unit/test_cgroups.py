@@ -106,6 +106,24 @@ def test_missing_figures_are_none_and_a_missing_directory_is_not_found(tmp_path:
     assert reading.host == HostCounters()  # no /proc tree: nothing read, nothing raised
 
 
+def test_a_container_found_once_is_read_again_where_it_is_now(tmp_path: Path) -> None:
+    """The reader keeps where it found a container's files; when they go, it looks again."""
+    import shutil
+
+    cg, proc = tmp_path / "cg", tmp_path / "proc"
+    v1_tree(cg, f"docker/{CID}")
+    reader = CgroupReader(cg, proc)
+    assert reader.read({CID: None}).containers[CID].memory == 4000
+    write(cg, {f"memory/docker/{CID}/memory.usage_in_bytes": "6000\n"})
+    assert reader.read({CID: None}).containers[CID].memory == 5000  # read again, not kept
+    for controller in ("memory", "cpuacct", "blkio"):
+        shutil.rmtree(cg / controller / "docker")
+    assert reader.read({CID: None}).containers == {}  # gone
+    v2_tree(cg, f"system.slice/docker-{CID}.scope")
+    assert reader.container(CID) == ContainerCounters(
+        "cgroup-v2", 7000, 1_500_000_000, (101, 202), None)
+
+
 def test_host_figures(tmp_path: Path) -> None:
     proc = tmp_path / "proc"
     host_tree(proc)
@@ -125,13 +143,13 @@ async def test_aread_reads_a_whole_sample_on_one_worker_thread(
     v1_tree(tmp_path / "cg", f"docker/{CID}")
     host_tree(tmp_path / "proc")
     threads: set[int] = set()
-    real = Path.read_text
+    real = cgroups._read
 
-    def read_text(self: Path, *args: Any, **kwargs: Any) -> str:
+    def read(path: str) -> bytes | None:
         threads.add(threading.get_ident())
-        return real(self, *args, **kwargs)
+        return real(path)
 
-    monkeypatch.setattr(Path, "read_text", read_text)
+    monkeypatch.setattr(cgroups, "_read", read)
     reading = await CgroupReader(tmp_path / "cg", tmp_path / "proc").aread({CID: 42})
     assert reading.containers[CID].net == (3, 4) and reading.host.net == (10, 20)
     assert len(threads) == 1 and threading.get_ident() not in threads
@@ -151,12 +169,12 @@ async def test_a_stats_sample_reads_no_file_on_the_loop_and_hops_once(
     loop_thread = threading.get_ident()
     on_loop: list[str] = []
     hops: list[object] = []
-    real_read, real_statvfs, real_hop = Path.read_text, cgroups.os.statvfs, asyncio.to_thread
+    real_read, real_statvfs, real_hop = cgroups._read, cgroups.os.statvfs, asyncio.to_thread
 
-    def read_text(self: Path, *args: Any, **kwargs: Any) -> str:
+    def read(path: str) -> bytes | None:
         if threading.get_ident() == loop_thread:
-            on_loop.append(str(self))
-        return real_read(self, *args, **kwargs)
+            on_loop.append(path)
+        return real_read(path)
 
     def statvfs(path: Any) -> Any:
         if threading.get_ident() == loop_thread:
@@ -167,7 +185,7 @@ async def test_a_stats_sample_reads_no_file_on_the_loop_and_hops_once(
         hops.append(func)
         return await real_hop(func, *args, **kwargs)
 
-    monkeypatch.setattr(Path, "read_text", read_text)
+    monkeypatch.setattr(cgroups, "_read", read)
     monkeypatch.setattr(cgroups.os, "statvfs", statvfs)
     monkeypatch.setattr(cgroups.asyncio, "to_thread", to_thread)
     c = _Collector(disk_path=tmp_path, cgroup_root=tmp_path / "cg", proc_root=tmp_path / "proc")

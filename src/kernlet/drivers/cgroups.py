@@ -8,7 +8,10 @@ driver awaits :meth:`CgroupReader.aread` (one ``asyncio.to_thread`` hop), the wa
 
 A container's directory is looked up in both layouts and under both Docker cgroup drivers'
 names, ``docker/<id>`` (cgroupfs) and ``system.slice/docker-<id>.scope`` (systemd); the first
-one whose memory file can be read is the container's:
+one whose memory file can be read is the container's, and where it was found is kept until a
+read there fails (at 200 kernels a sample is 1,000 small files, so the lookup, pathlib and
+text wrappers cost more than the reads: files are read with ``os.read`` and only the lines
+wanted are parsed):
 
 - v1, one directory per controller, ``<root>/<controller>/<name>/``: memory from
   ``memory/…/memory.usage_in_bytes`` - ``total_inactive_file`` of ``memory.stat``, CPU from
@@ -118,18 +121,34 @@ def net_dev(text: str, skip: tuple[str, ...] = ("lo",)) -> tuple[int, int]:
 
 def read_meminfo(proc: Path) -> tuple[int, int]:
     """(MemTotal, MemAvailable) in bytes from ``<proc>/meminfo``; zeros when unreadable."""
-    text = _text(proc / "meminfo")
+    text = _text(f"{proc}/meminfo")
     if text is None:
         return 0, 0
     kb = _kv(text.replace(":", " ").replace(" kB", ""))
     return kb.get("MemTotal", 0) * 1024, kb.get("MemAvailable", kb.get("MemFree", 0)) * 1024
 
 
-def _text(path: Path) -> str | None:
+def _read(path: str) -> bytes | None:
+    """The whole of a small file, or None when it cannot be read: the one place this module
+    reads a file (os-level: pathlib and a text wrapper cost more than the read itself)."""
     try:
-        return path.read_text()
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     except OSError:
         return None
+    try:
+        chunks = [os.read(fd, 65536)]
+        while len(chunks[-1]) == 65536:
+            chunks.append(os.read(fd, 65536))
+        return b"".join(chunks)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+
+
+def _text(path: str) -> str | None:
+    data = _read(path)
+    return data.decode("ascii", "replace") if data is not None else None
 
 
 def _kv(text: str) -> dict[str, int]:
@@ -142,10 +161,28 @@ def _kv(text: str) -> dict[str, int]:
     return out
 
 
-def _first_int(path: Path) -> int | None:
-    text = _text(path)
+def _field(data: bytes | None, key: bytes) -> int | None:
+    """The value of the ``key value`` line of a flat-keyed file (memory.stat, cpu.stat);
+    None when the file or the line is missing. Finds the one line, parses nothing else."""
+    if data is None:
+        return None
+    if data.startswith(key + b" "):
+        at = len(key) + 1
+    else:
+        line = data.find(b"\n" + key + b" ")
+        if line < 0:
+            return None
+        at = line + len(key) + 2
+    end = data.find(b"\n", at)
     try:
-        return int(text.split()[0]) if text is not None else None
+        return int(data[at:end] if end >= 0 else data[at:])
+    except ValueError:
+        return None
+
+
+def _first_int(data: bytes | None) -> int | None:
+    try:
+        return int(data.split(None, 1)[0]) if data is not None else None
     except (ValueError, IndexError):
         return None
 
@@ -170,7 +207,7 @@ def _io_v2(text: str) -> tuple[int, int]:
     return read, write
 
 
-def _parsed(path: Path, parse: Callable[[str], _T]) -> _T | None:
+def _parsed(path: str, parse: Callable[[str], _T]) -> _T | None:
     text = _text(path)
     try:
         return parse(text) if text is not None else None
@@ -178,14 +215,44 @@ def _parsed(path: Path, parse: Callable[[str], _T]) -> _T | None:
         return None
 
 
+@dataclass(frozen=True, slots=True)
+class _Files:
+    """Where one container's accounting files were found: looked up once, then reused."""
+
+    source: str
+    memory: str  #: memory.usage_in_bytes (v1) or memory.current (v2)
+    stat: str  #: memory.stat
+    inactive: bytes  #: memory.stat's key for the inactive file cache
+    cpu: str  #: cpuacct.usage (v1, ns) or cpu.stat (v2, usage_usec)
+    io: str
+    io_parse: Callable[[str], tuple[int, int]]
+
+    def counters(self, memory: int) -> ContainerCounters:
+        inactive = _field(_read(self.stat), self.inactive) or 0
+        cpu = _read(self.cpu)
+        if self.source == "cgroup-v1":
+            cpu_ns = _first_int(cpu)
+        else:
+            usec = _field(cpu, b"usage_usec")
+            cpu_ns = usec * 1000 if usec is not None else None
+        return ContainerCounters(source=self.source, memory=max(0, memory - inactive),
+                                 cpu_ns=cpu_ns, io=_parsed(self.io, self.io_parse))
+
+
 class CgroupReader:
-    """Reads containers' cgroup files and the host's /proc files (blocking: off the loop)."""
+    """Reads containers' cgroup files and the host's /proc files (blocking: off the loop).
+
+    Where a container's files are is looked up once and kept until one of its reads fails
+    (the container is gone) or a whole :meth:`read` no longer asks for it. Not thread-safe:
+    one reader per sampling thread of work (each caller owns its own).
+    """
 
     def __init__(
         self, cgroup_root: Path = Path("/sys/fs/cgroup"), proc_root: Path = Path("/proc")
     ) -> None:
         self.cgroup_root = cgroup_root
         self.proc_root = proc_root
+        self._files: dict[str, _Files] = {}
 
     def read(self, containers: Mapping[str, int | None], disk: Path | None = None) -> Reading:
         """The host and each container (id -> a pid inside it, for its net counters, or None).
@@ -198,6 +265,8 @@ class CgroupReader:
             counters = self.container(cid, pid)
             if counters is not None:
                 found[cid] = counters
+        for gone in self._files.keys() - containers.keys():
+            del self._files[gone]
         return Reading(self.host(disk), found)
 
     async def aread(
@@ -214,41 +283,42 @@ class CgroupReader:
         counters = self._cgroup(container_id)
         if counters is None or pid is None:
             return counters
-        return replace(counters, net=_parsed(self.proc_root / str(pid) / "net/dev", net_dev))
+        net = _parsed(f"{self.proc_root}/{pid}/net/dev", net_dev)
+        return counters if net is None else replace(counters, net=net)
 
     def _cgroup(self, container_id: str) -> ContainerCounters | None:
-        names = (f"docker/{container_id}", f"system.slice/docker-{container_id}.scope")
-        root = self.cgroup_root
-        for name in names:  # v1: one directory per controller
-            mem = root / "memory" / name
-            usage = _first_int(mem / "memory.usage_in_bytes")
-            if usage is not None:
-                inactive = _parsed(mem / "memory.stat", _kv) or {}
-                blkio = root / "blkio" / name / "blkio.throttle.io_service_bytes_recursive"
-                return ContainerCounters(
-                    source="cgroup-v1",
-                    memory=max(0, usage - inactive.get("total_inactive_file", 0)),
-                    cpu_ns=_first_int(root / "cpuacct" / name / "cpuacct.usage"),
-                    io=_parsed(blkio, _blkio_v1),
-                )
-        for name in names:  # v2: one directory for all controllers
-            d = root / name
-            current = _first_int(d / "memory.current")
-            if current is not None:
-                inactive = _parsed(d / "memory.stat", _kv) or {}
-                usec = (_parsed(d / "cpu.stat", _kv) or {}).get("usage_usec")
-                return ContainerCounters(
-                    source="cgroup-v2",
-                    memory=max(0, current - inactive.get("inactive_file", 0)),
-                    cpu_ns=usec * 1000 if usec is not None else None,
-                    io=_parsed(d / "io.stat", _io_v2),
-                )
+        files = self._files.get(container_id)
+        if files is not None:
+            memory = _first_int(_read(files.memory))
+            if memory is not None:
+                return files.counters(memory)
+            del self._files[container_id]  # gone (or moved): look again
+        for files in self._candidates(container_id):
+            memory = _first_int(_read(files.memory))
+            if memory is not None:
+                self._files[container_id] = files
+                return files.counters(memory)
         return None
+
+    def _candidates(self, container_id: str) -> list[_Files]:
+        """Both layouts under both Docker cgroup drivers' names, v1 first."""
+        names = (f"docker/{container_id}", f"system.slice/docker-{container_id}.scope")
+        root = str(self.cgroup_root)
+        v1 = [_Files("cgroup-v1", f"{root}/memory/{n}/memory.usage_in_bytes",
+                     f"{root}/memory/{n}/memory.stat", b"total_inactive_file",
+                     f"{root}/cpuacct/{n}/cpuacct.usage",
+                     f"{root}/blkio/{n}/blkio.throttle.io_service_bytes_recursive", _blkio_v1)
+              for n in names]
+        v2 = [_Files("cgroup-v2", f"{root}/{n}/memory.current", f"{root}/{n}/memory.stat",
+                     b"inactive_file", f"{root}/{n}/cpu.stat", f"{root}/{n}/io.stat", _io_v2)
+              for n in names]
+        return v1 + v2
 
     def host(self, disk: Path | None = None) -> HostCounters:
         """The host's cpu ticks, memory and net counters (and ``disk``'s usage if given)."""
+        proc = str(self.proc_root)
         total, available = read_meminfo(self.proc_root)
-        cpu = _parsed(self.proc_root / "stat", proc_stat_cpu)
+        cpu = _parsed(f"{proc}/stat", proc_stat_cpu)
         used_total = None
         if disk is not None:
             try:
@@ -260,6 +330,6 @@ class CgroupReader:
             cpu=cpu if cpu is not None and cpu[1] > 0 else None,
             mem_total=total,
             mem_available=available,
-            net=_parsed(self.proc_root / "net/dev", lambda t: net_dev(t, HOST_NET_SKIP)),
+            net=_parsed(f"{proc}/net/dev", lambda t: net_dev(t, HOST_NET_SKIP)),
             disk=used_total,
         )
