@@ -62,7 +62,7 @@ class AgentSection(Section):
     #: seconds a create may take until its runtime answers
     create_timeout: float = Field(default=60.0, gt=0)
     #: seconds between relists of this agent's containers (the safety net for missed events)
-    reconcile_interval: float = Field(default=5.0, gt=0)
+    reconcile_interval: float = Field(default=10.0, gt=0)
     #: a container of this agent that no live kernel owns is removed once this old (seconds)
     orphan_grace: float = Field(default=60.0, ge=0)
     #: the address the create result and the heartbeat report for this node's published
