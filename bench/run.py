@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import eventlog
+from bench.concurrent import fig_concurrent
 from bench.density import dense_agent, fig_density
 from bench.direct import DirectKernel, DirectKernels, Placement
 from bench.fleet import fig_fleet
@@ -55,7 +56,7 @@ class Params:
     create_reps: int = 5
     exec_runs: int = 500
     concurrent: int = 16
-    concurrent_reps: int = 2
+    concurrent_reps: int = 3
     output_bytes: int = 50 * 1024**2
     output_reps: int = 5
     recovery_kernels: int = 100
@@ -70,7 +71,7 @@ class Params:
 
     @classmethod
     def quick(cls) -> Params:
-        return cls(create_reps=2, exec_runs=100, concurrent=4, concurrent_reps=1,
+        return cls(create_reps=2, exec_runs=100, concurrent=4, concurrent_reps=3,
                    output_bytes=5 * 1024**2, output_reps=3, recovery_kernels=10,
                    recovery_reps=1, idle_kernels=10, idle_seconds=15.0,
                    appends_per_writer=250, replay_events=20_000, density_kernels=10,
@@ -232,31 +233,6 @@ class Bench:
             f"create-to-ready, one kernel (median of {p.create_reps})",
             fmt_seconds(k), fmt_seconds(b), fmt_ratio(k / b), "ratio <= 1.05", k / b <= 1.05))
 
-    async def fig_concurrent(self) -> None:
-        p = self.params
-        n = p.concurrent
-        say(f"concurrent creates: {n} kernels, {p.concurrent_reps} time(s) each way")
-        ours, floor = [], []
-        for _ in range(p.concurrent_reps):
-            async with self.profiled("concurrent"):
-                t0 = time.perf_counter()
-                ids = await self.create(n)
-                await asyncio.gather(*(self.run_ok(k) for k in ids))
-                ours.append(time.perf_counter() - t0)
-            placements = await self.placements(ids)
-            await self.destroy(ids)
-            t0 = time.perf_counter()
-            try:
-                await asyncio.gather(*(self.direct_ready(p) for p in placements))
-                floor.append(time.perf_counter() - t0)
-            finally:
-                await self.direct.remove_all()
-        k, b = median(ours), median(floor)
-        self.rows.append(Row(
-            f"concurrent creates, {n} kernels of {self.config(n)['cpu']} cpu in one call "
-            f"(median of {p.concurrent_reps})",
-            fmt_seconds(k), fmt_seconds(b), fmt_ratio(k / b), "ratio <= 1.05", k / b <= 1.05))
-
     async def fig_exec(self, kid: str) -> None:
         p = self.params
         say(f"exec round trip: {p.exec_runs} runs of {EXEC_CODE!r} each way")
@@ -359,7 +335,7 @@ class Bench:
         if "create" in selected:
             await self.fig_create()
         if "concurrent" in selected:
-            await self.fig_concurrent()
+            await fig_concurrent(self)
         if "exec" in selected or "output" in selected:
             (kid,) = await self.create(1)
             if "exec" in selected:
