@@ -54,6 +54,9 @@ class FakeRuntime:
         self.answer = answer
         self.connections = 0
         self.server: asyncio.AbstractServer | None = None
+        #: the connections' handlers, ended on exit (Python 3.11's ``wait_closed`` does not
+        #: wait for them, and one left pending is closed by the GC after the test's loop)
+        self.handlers: set[asyncio.Task[None]] = set()
 
     async def __aenter__(self) -> FakeRuntime:
         self.server = await asyncio.start_unix_server(self._serve, str(self.path))
@@ -62,8 +65,15 @@ class FakeRuntime:
     async def __aexit__(self, *exc: object) -> None:
         assert self.server is not None
         self.server.close()
+        for task in self.handlers:
+            task.cancel()
+        await asyncio.gather(*self.handlers, return_exceptions=True)
+        await self.server.wait_closed()
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self.handlers.add(task)
         self.connections += 1
         frames = FrameReader()
         try:
