@@ -2,10 +2,10 @@
 against n containers created, started and made ready directly (bench/direct.py) with the same
 slots and cores.
 
-Which side goes first alternates from one round to the next (ours first in the even rounds):
-the side that runs right after the other's teardown shares the box with Docker's cleanup of
-n containers, and with one round a side that bias alone moved a 4-kernel quick ratio by up to
-0.3 (docs/performance.md, 2026-12-03). The floor of a round that goes first uses the slots and
+Which side goes first alternates from one round to the next (ours first in the even rounds),
+so that neither side always runs right after the other's teardown. One round is not enough:
+single rounds of 4 kernels spread from 0.72 to 1.15 within an hour, in either order
+(docs/performance.md, 2026-12-03). The floor of a round that goes first uses the slots and
 cores the agent gave in the round before.
 """
 
@@ -59,15 +59,15 @@ async def fig_concurrent(bench: Bench) -> None:
     floor: list[float] = []
     placements: list[Placement] = []
     for i in range(p.concurrent_reps):
-        if i % 2 == 0:
-            took, cpu, placements = await _ours(bench, n)
+        ours_first = i % 2 == 0
+        if not ours_first:
             floor.append(await _floor(bench, placements))
-        else:
+        took, cpu, placements = await _ours(bench, n)
+        if ours_first:
             floor.append(await _floor(bench, placements))
-            took, cpu, placements = await _ours(bench, n)
         ours.append(took)
         say(f"  round {i + 1}: ours {took:.2f} s (agent cpu {cpu:.2f} s), direct "
-            f"{floor[-1]:.2f} s ({'ours' if i % 2 == 0 else 'direct'} first)")
+            f"{floor[-1]:.2f} s ({'ours' if ours_first else 'direct'} first)")
     k, b = median(ours), median(floor)
     bench.rows.append(Row(
         f"concurrent creates, {n} kernels of {bench.config(n)['cpu']} cpu in one call "
