@@ -3,6 +3,7 @@
 Imports only the standard library and msgpack (the in-container runtime imports it too).
 """
 
+from kernlet.events.base import new_event_id
 from kernlet.events.codec import (
     CodecError,
     FrameReader,
@@ -114,6 +115,7 @@ __all__ = [
     "is_live",
     "is_terminating",
     "new_envelope",
+    "new_event_id",
     "pack",
     "replay",
     "unpack",
