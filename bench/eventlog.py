@@ -4,7 +4,9 @@
   the commonest events of a running kernel) as fast as they can, each awaiting its append, all
   through one :class:`~kernlet.store.SQLiteEventLog` (group commit). Floor: plain ``sqlite3``
   inserting the same rows one per transaction, WAL with ``synchronous=FULL``, no Python
-  between them.
+  between them. Beside it, the bound on the ratio: kernlet's own transaction shape (one row
+  and one stream head for each writer per commit, the snapshot in each head, in a file of
+  kernlet's schema) run by plain ``sqlite3`` with every parameter made beforehand.
 - replay: a log of N events over N/100 kernels (a fifth of them live, the rest terminated) is
   opened by a fresh log object: (a) ``open()`` + ``live_kernels()``, what an agent does at
   start; (b) ``open()`` + every stream read through the public API and folded. Floor: plain
@@ -36,8 +38,16 @@ from kernlet.events import (
     KernelTerminating,
     new_envelope,
 )
+from kernlet.events.lifecycle import KernelState, apply
 from kernlet.store import SQLiteEventLog
+from kernlet.store.batch import StreamHead
 from kernlet.store.records import to_record
+from kernlet.store.schema import (
+    INSERT_EVENTS_SQL,
+    UPSERT_STREAM_SQL,
+    event_params,
+    stream_params,
+)
 
 __all__ = ["AppendResult", "ReplayResult", "bench_appends", "bench_replay"]
 
@@ -69,6 +79,8 @@ class AppendResult:
     kernlet_per_s: float
     baseline_per_s: float
     commits: int
+    #: the same rows in kernlet's transactions (one row per writer a commit), plain sqlite3
+    shape_per_s: float
 
 
 async def bench_appends(root: Path, writers: int = 8, per_writer: int = 1000) -> AppendResult:
@@ -100,7 +112,59 @@ async def bench_appends(root: Path, writers: int = 8, per_writer: int = 1000) ->
     rows = [to_record(new_envelope(kid, 5 + i, body))
             for kid in kids for i, body in enumerate(bodies[kid])]
     base = await asyncio.to_thread(_sqlite_inserts, root / "baseline.sqlite", rows)
-    return AppendResult(n, n / elapsed, n / base, commits)
+    shape = await _shape_floor(root / "shape.sqlite", kids, bodies)
+    return AppendResult(n, n / elapsed, n / base, commits, n / shape)
+
+
+async def _shape_floor(path: Path, kids: list[str], bodies: dict[str, list[EventBody]]) -> float:
+    """Seconds plain sqlite3 takes to commit the bodies in kernlet's transactions: round by
+    round, one event of every kernel and its new stream head in each, into a log of kernlet's
+    schema that holds the same lifecycle starts. Every parameter is made before the clock."""
+    log = SQLiteEventLog(path)
+    await log.open()
+    try:
+        for kid in kids:
+            await log.append([new_envelope(kid, i + 1, b)
+                              for i, b in enumerate(_lifecycle_start(kid))])
+        states = await log.all_kernels()
+        position = await log.count() + 1
+    finally:
+        await log.close()
+    return await asyncio.to_thread(_commit_rounds, path, _rounds(kids, bodies, states, position))
+
+
+Params = tuple[list[tuple[object, ...]], list[tuple[object, ...]]]
+
+
+def _rounds(kids: list[str], bodies: dict[str, list[EventBody]],
+            states: dict[str, KernelState], position: int) -> list[Params]:
+    rounds: list[Params] = []
+    for i in range(len(bodies[kids[0]])):
+        rows, heads = [], []
+        for kid in kids:
+            env = new_envelope(kid, states[kid].seq + 1, bodies[kid][i])
+            states[kid] = apply(states[kid], env)
+            rows.append(event_params(to_record(env), position))
+            heads.append(stream_params(kid, StreamHead(env.seq, states[kid], env.time)))
+            position += 1
+        rounds.append((rows, heads))
+    return rounds
+
+
+def _commit_rounds(path: Path, rounds: list[Params]) -> float:
+    conn = sqlite3.connect(path, isolation_level=None)
+    try:
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=FULL")
+        t0 = time.perf_counter()
+        for rows, heads in rounds:
+            conn.execute("BEGIN IMMEDIATE")
+            conn.executemany(INSERT_EVENTS_SQL, rows)
+            conn.executemany(UPSERT_STREAM_SQL, heads)
+            conn.execute("COMMIT")
+        return time.perf_counter() - t0
+    finally:
+        conn.close()
 
 
 def _sqlite_inserts(path: Path, rows: list) -> float:  # type: ignore[type-arg]
