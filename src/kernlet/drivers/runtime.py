@@ -34,6 +34,9 @@ log = logging.getLogger(__name__)
 #: :data:`READ_LIMIT` before it stops reading the socket (its transport pauses).
 READ_SIZE = 256 * 1024
 READ_LIMIT = 256 * 1024
+#: How long one ``status`` request of :meth:`RuntimeChannel.connect` asks the runtime to hold
+#: it while its ipykernel starts (seconds): the runtime answers as soon as it is ready.
+STATUS_WAIT = 1.0
 
 RunCallback = Callable[[dict[str, Any]], None]
 
@@ -94,7 +97,11 @@ class RuntimeChannel:
                 break
             try:
                 await self._ensure_open()
-                status = await self.request({"op": "status"}, timeout=left)
+                # held by the runtime until its ipykernel is ready (older runtimes answer at
+                # once, and the sleep below paces the next ask); at most half of what is left,
+                # so that the last answer, with what the runtime saw, comes before the deadline
+                wait = min(STATUS_WAIT, left / 2)
+                status = await self.request({"op": "status", "wait": wait}, timeout=left)
                 if status.get("data", {}).get("ready"):
                     return dict(status["data"])
                 failed = status.get("data", {}).get("error")

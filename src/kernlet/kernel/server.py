@@ -38,6 +38,8 @@ TRANSPORT_LOW = 256 * 1024
 FLUSH_NOW = 256 * 1024
 #: Pending output above which batch commands' pipes are not read while an agent is connected.
 BACKPRESSURE = 8 * 1024 * 1024
+#: The longest a ``status`` request may ask to be held for readiness (its ``wait``), seconds.
+MAX_STATUS_WAIT = 60.0
 
 
 class _Run:
@@ -254,7 +256,23 @@ class Runtime:
         }
 
     def _op_status(self, conn: _Connection, msg: dict[str, Any]) -> None:
-        conn.reply({"t": "status", "req": msg.get("req"), "data": self.status()})
+        """The status now; with ``wait`` (seconds), once the ipykernel is ready or failed to
+        start, or when ``wait`` is up, whichever comes first (no polling while it boots)."""
+        wait = msg.get("wait")
+        if wait is not None and (isinstance(wait, bool) or not isinstance(wait, int | float)
+                                 or not 0 < wait <= MAX_STATUS_WAIT):
+            raise ValueError(f"wait must be a number of seconds above 0, at most "
+                             f"{MAX_STATUS_WAIT:g}")
+        if wait is None or self.query.ready or self.query.error:
+            conn.reply({"t": "status", "req": msg.get("req"), "data": self.status()})
+            return
+
+        async def answer() -> None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.query.wait_started(), wait)
+            conn.reply({"t": "status", "req": msg.get("req"), "data": self.status()})
+
+        self._spawn(answer())
 
     def _op_ack(self, conn: _Connection, msg: dict[str, Any]) -> None:
         self.outbox.ack(int(msg["seq"]))
