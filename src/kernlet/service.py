@@ -126,7 +126,8 @@ class AgentService:
         self.server = CommandServer(self.bus, self.agent, self.cfg.nats.subject_prefix,
                                     self.cfg.agent.id, self.cfg.limits.max_request,
                                     self.cfg.limits.max_code,
-                                    observe=self.metrics.observe_request)
+                                    observe=self.metrics.observe_request,
+                                    kernels=ctx.kernel_refs)
         self.loop.run(self._serve())
         if not self._serving.wait(timeout=5.0):
             log.warning("NATS unreachable at %s: serving once it answers; events are kept "

@@ -88,7 +88,8 @@ class AgentActor(LoopActor):
                              ports or PortPool(*ctx.cfg.container.port_range))
         #: what the resource plugins detected (gather_hwinfo)
         self.hwinfo = hwinfo or {}
-        self.kernels: dict[str, pykka.ActorRef[Any]] = {}
+        #: the registry (shared with the command server, which only reads it)
+        self.kernels: dict[str, pykka.ActorRef[Any]] = ctx.kernel_refs
         self.states: dict[str, KernelState] = {}
         #: every kernel id the log has ever seen (a create may not reuse one)
         self.known_ids = set(known_ids)

@@ -7,6 +7,9 @@ import logging
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
+
+import pykka
 
 from kernlet.actors.inventory import ImageInventory
 from kernlet.actors.loop import LoopThread
@@ -35,6 +38,9 @@ class AgentContext:
     teardown_slots: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(8))
     #: how this node gives GPUs to containers (None: it has none it can give); set at start
     cuda: CudaAccess | None = None
+    #: the live kernels' actors by kernel id: written by the agent actor only (its registry),
+    #: read by the command server on the loop to hand an ``execute`` straight to its kernel
+    kernel_refs: dict[str, pykka.ActorRef[Any]] = field(default_factory=dict)
     #: called on the loop with each event once it is durable (watcher, metrics)
     listeners: list[Callable[[Envelope], None]] = field(default_factory=list)
     #: the node's kernel images (heartbeat, list_images), rescanned on the loop
